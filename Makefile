@@ -1,0 +1,19 @@
+# The few commands people run; CI runs `make test`.
+.PHONY: demo test down crds lint
+
+demo: ## control plane + databases + operator + examples, then `kubectl get dbconn`
+	bash scripts/demo.sh
+
+test: ## the whole suite against the real test environment
+	bash scripts/test.sh
+
+down: ## stop the demo / test environment
+	-if [ -f /tmp/dbconn-testenv/operator.pid ]; then kill $$(cat /tmp/dbconn-testenv/operator.pid) 2>/dev/null; rm -f /tmp/dbconn-testenv/operator.pid; fi
+	bash tests/testenv/testenv.sh down
+
+crds: ## regenerate crds/ from the Rust types
+	cargo run --quiet --bin crdgen > crds/databaseconnections.dbconn.dev.yaml
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings

@@ -1,0 +1,417 @@
+//! The `DatabaseConnection` API (`dbconn.dev/v1alpha1`): spec and status types, and the CEL
+//! rules that let the apiserver reject a malformed manifest at `kubectl apply` time.
+//! Doc comments here become the field descriptions of `kubectl explain`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+
+/// A connection to a database that the operator keeps checked: it reads the credentials from a
+/// Secret, keeps a connection pool, probes the server on an interval and reports what it finds
+/// in `status.conditions`.
+// clippy reads the repeated keys of separate `printcolumn(...)` entries as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "dbconn.dev",
+    version = "v1alpha1",
+    kind = "DatabaseConnection",
+    namespaced,
+    shortname = "dbconn",
+    shortname = "dbc",
+    status = "DatabaseConnectionStatus",
+    derive = "PartialEq",
+    doc = "A database connection the operator keeps checked; `kubectl explain dbconn.spec` documents each field.",
+    printcolumn(name = "Engine", type_ = "string", json_path = ".spec.engine"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.server.version"
+    ),
+    printcolumn(
+        name = "Latency",
+        type_ = "string",
+        json_path = ".status.probe.latency",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].message",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(NEO4J_URI_RULE).message(NEO4J_URI_MESSAGE).field_path(".uri"))]
+#[x_kube(validation = Rule::new(TLS_NEEDS_TLS_SCHEME_RULE).message(TLS_NEEDS_TLS_SCHEME_MESSAGE).field_path(".tls"))]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseConnectionSpec {
+    /// The database engine: `neo4j`.
+    pub engine: Engine,
+
+    /// Where the server listens, without credentials: for Neo4j `bolt://host:7687`, or with TLS
+    /// `bolt+s://`, `neo4j+s://`; the `+ssc` schemes accept any certificate (shown as a warning).
+    #[schemars(length(min = 1, max = 2048))]
+    pub uri: String,
+
+    /// The database to use; the server's default database when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+    )]
+    pub database: Option<String>,
+
+    /// Where the username and password come from.
+    pub credentials: CredentialsSpec,
+
+    /// How the server's certificate is checked, for the TLS schemes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// Connection pool settings.
+    #[serde(default)]
+    pub pool: PoolSpec,
+
+    /// How often and how patiently the server is probed.
+    #[serde(default)]
+    pub health_check: HealthCheckSpec,
+
+    /// Backoff between attempts after a failed probe.
+    #[serde(default)]
+    pub retry: RetrySpec,
+
+    /// Stop probing and close the pool; the last status is kept.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+const NEO4J_URI_RULE: &str = r"self.engine != 'neo4j' || self.uri.matches('^(bolt|neo4j)(\\+s|\\+ssc)?://[^/?#@:\\s]+(:[0-9]{1,5})?/?$')";
+const NEO4J_URI_MESSAGE: &str = "for engine neo4j, uri must look like bolt://host:7687 (schemes bolt, bolt+s, bolt+ssc, neo4j, neo4j+s, neo4j+ssc) with no credentials, path or query";
+const TLS_NEEDS_TLS_SCHEME_RULE: &str =
+    r"self.engine != 'neo4j' || !has(self.tls) || self.uri.matches('^(bolt|neo4j)\\+s://')";
+const TLS_NEEDS_TLS_SCHEME_MESSAGE: &str = "tls settings apply only to the bolt+s:// and neo4j+s:// schemes (bolt+ssc:// and neo4j+ssc:// skip verification already)";
+
+/// The engines the operator can connect to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Neo4j,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Neo4j => "neo4j",
+        }
+    }
+}
+
+/// A reference to the Secret that holds the login, in the connection's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSpec {
+    pub secret_ref: SecretKeysRef,
+}
+
+/// A Secret in the same namespace, and the keys to read from it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeysRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+    /// Key that holds the username.
+    #[serde(default = "default_username_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub username_key: String,
+    /// Key that holds the password.
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub password_key: String,
+}
+
+const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+const SECRET_KEY: &str = r"^[-._a-zA-Z0-9]+$";
+
+fn default_username_key() -> String {
+    "username".into()
+}
+fn default_password_key() -> String {
+    "password".into()
+}
+
+/// Certificate checks for TLS connections.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[x_kube(validation = Rule::new("!(has(self.caSecretRef) && self.insecureSkipVerify)").message("set either caSecretRef or insecureSkipVerify, not both"))]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A Secret in the same namespace holding the PEM CA bundle that signed the server's
+    /// certificate; the system roots are used when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<CaSecretRef>,
+    /// Accept any server certificate. Only for testing: it is reported as a warning condition.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// A Secret key holding a PEM CA bundle.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaSecretRef {
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".into()
+}
+
+/// Connection pool settings, passed to the driver.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("duration(self.connectionTimeout) > duration('0s') && duration(self.acquisitionTimeout) > duration('0s')").message("pool timeouts must be greater than zero"))]
+#[x_kube(validation = Rule::new("duration(self.maxLifetime) >= duration('1s') && duration(self.idleTimeout) >= duration('1s')").message("pool maxLifetime and idleTimeout must be at least 1s"))]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSpec {
+    /// Most connections the pool opens. Connections are opened on demand, so an idle
+    /// connection costs one socket.
+    #[serde(default = "default_max_size")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_size: u32,
+    /// Longest wait to open a connection and for each read on it.
+    #[serde(default = "default_connection_timeout")]
+    pub connection_timeout: Duration,
+    /// Longest wait for a free connection from the pool.
+    #[serde(default = "default_acquisition_timeout")]
+    pub acquisition_timeout: Duration,
+    /// Connections older than this are replaced.
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime: Duration,
+    /// Connections unused for longer than this are replaced rather than reused.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Rows fetched per round trip.
+    #[serde(default = "default_fetch_size")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub fetch_size: u32,
+}
+
+fn default_max_size() -> u32 {
+    50
+}
+fn default_connection_timeout() -> Duration {
+    Duration::new("10s")
+}
+fn default_acquisition_timeout() -> Duration {
+    Duration::new("30s")
+}
+fn default_max_lifetime() -> Duration {
+    Duration::new("30m")
+}
+fn default_idle_timeout() -> Duration {
+    Duration::new("10m")
+}
+fn default_fetch_size() -> u32 {
+    200
+}
+
+impl Default for PoolSpec {
+    fn default() -> Self {
+        Self {
+            max_size: default_max_size(),
+            connection_timeout: default_connection_timeout(),
+            acquisition_timeout: default_acquisition_timeout(),
+            max_lifetime: default_max_lifetime(),
+            idle_timeout: default_idle_timeout(),
+            fetch_size: default_fetch_size(),
+        }
+    }
+}
+
+/// Health check settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("duration(self.interval) >= duration('1s')").message("healthCheck.interval must be at least 1s"))]
+#[x_kube(validation = Rule::new("duration(self.timeout) > duration('0s')").message("healthCheck.timeout must be greater than zero"))]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckSpec {
+    /// Time between probes while the connection is healthy.
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+    /// Longest a probe may take before it counts as failed.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+    /// Consecutive failed probes before a connection that was Ready turns not Ready.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: u32,
+}
+
+fn default_interval() -> Duration {
+    Duration::new("30s")
+}
+fn default_timeout() -> Duration {
+    Duration::new("5s")
+}
+fn default_failure_threshold() -> u32 {
+    3
+}
+
+impl Default for HealthCheckSpec {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            timeout: default_timeout(),
+            failure_threshold: default_failure_threshold(),
+        }
+    }
+}
+
+/// Exponential backoff between attempts after a failure, with jitter.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("duration(self.initialDelay) > duration('0s')").message("retry.initialDelay must be greater than zero"))]
+#[x_kube(validation = Rule::new("duration(self.maxDelay) >= duration(self.initialDelay)").message("retry.maxDelay must not be shorter than retry.initialDelay"))]
+#[serde(rename_all = "camelCase")]
+pub struct RetrySpec {
+    /// Wait after the first failure; it doubles with each further failure.
+    #[serde(default = "default_initial_delay")]
+    pub initial_delay: Duration,
+    /// Longest wait between attempts.
+    #[serde(default = "default_max_delay")]
+    pub max_delay: Duration,
+}
+
+fn default_initial_delay() -> Duration {
+    Duration::new("1s")
+}
+fn default_max_delay() -> Duration {
+    Duration::new("16s")
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            initial_delay: default_initial_delay(),
+            max_delay: default_max_delay(),
+        }
+    }
+}
+
+/// What the operator last observed. Written only when something material changes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseConnectionStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reachable`, `CredentialsValid`, and `Reconciling` / `Stalled` while they apply.
+    #[serde(default)]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// What the server says it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerInfo>,
+    /// The last probe's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeStatus>,
+    /// Which version of the credentials Secret is in use (its resourceVersion, never its content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsStatus>,
+}
+
+/// Server identity as reported by the server itself.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerInfo {
+    /// Product name, e.g. `Neo4j Kernel`.
+    pub agent: String,
+    pub version: String,
+    /// e.g. `community` or `enterprise`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub edition: String,
+}
+
+/// Probe results. `latency` is refreshed only when it moves materially, to keep status writes rare.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeStatus {
+    /// Round-trip time of the last recorded successful probe, e.g. `3ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<String>,
+    /// Failed probes in a row; 0 once a probe succeeds.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+}
+
+/// The credentials Secret in use.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsStatus {
+    pub secret_name: String,
+    pub secret_resource_version: String,
+}
+
+/// Conditions are a map keyed by `type`, so that server-side apply merges them per type.
+fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = <Vec<Condition>>::json_schema(generator);
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
+    schema
+}
+
+/// The CRD as committed in `crds/`; `crdgen` prints it and a test keeps the file in sync.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let yaml = serde_yaml::to_string(&DatabaseConnection::crd()).expect("the CRD serializes");
+    format!("# Generated by `cargo run --bin crdgen`; do not edit by hand.\n{yaml}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_crd_matches_the_types() {
+        let committed = include_str!("../crds/databaseconnections.dbconn.dev.yaml");
+        assert!(
+            committed == crd_yaml(),
+            "crds/ is stale: run `cargo run --bin crdgen > crds/databaseconnections.dbconn.dev.yaml`"
+        );
+    }
+
+    #[test]
+    fn defaults_fill_an_empty_spec_section() {
+        let spec: DatabaseConnectionSpec = serde_json::from_value(serde_json::json!({
+            "engine": "neo4j",
+            "uri": "bolt://db:7687",
+            "credentials": {"secretRef": {"name": "db"}}
+        }))
+        .unwrap();
+        assert_eq!(spec.pool.max_size, 50);
+        assert_eq!(spec.health_check.interval.as_str(), "30s");
+        assert_eq!(spec.retry.max_delay.as_str(), "16s");
+        assert_eq!(spec.credentials.secret_ref.password_key, "password");
+    }
+}

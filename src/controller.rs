@@ -1,0 +1,543 @@
+//! The reconcile loop: read the Secret, validate, probe through the engine, report. It decides;
+//! `credentials`, `settings`, `engine` and `status` do the work.
+
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::{self, Action},
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::{
+    api::{
+        CredentialsStatus, DatabaseConnection, DatabaseConnectionSpec, DatabaseConnectionStatus,
+    },
+    conditions::{self, READY},
+    credentials::{self, Credentials},
+    engine::{self, EngineError},
+    schedule,
+    settings::{ConnectionSettings, TlsMode},
+    state::{ConnectionState, Key, PoolEntry, Registry, pool_fingerprint},
+    status::{self, Facts, Outcome},
+};
+
+pub const FIELD_MANAGER: &str = "dbconn-operator";
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub registry: Registry,
+}
+
+impl Context {
+    pub fn new(client: Client) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            registry: Registry::default(),
+        }
+    }
+}
+
+/// Only Kubernetes API failures end a reconcile with an error; database failures are outcomes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot write status: {0}")]
+    StatusWrite(#[source] kube::Error),
+    #[error("object has no namespace")]
+    NotNamespaced,
+}
+
+/// Which namespace to watch: one, or all.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    All,
+    Namespace(String),
+}
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match self {
+            Scope::All => Api::all(client.clone()),
+            Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    scope: Scope,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let connections: Api<DatabaseConnection> = scope.api(&ctx.client);
+    let secrets: Api<Secret> = scope.api(&ctx.client);
+    let controller = Controller::new(connections, watcher::Config::default().any_semantic())
+        .with_config(controller::Config::default().concurrency(concurrency));
+    let store = controller.store();
+    let mapper_ctx = ctx.clone();
+    controller
+        .watches(secrets, watcher::Config::default().any_semantic(), move |secret| {
+            connections_using(&store, &secret, &mapper_ctx.registry)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            let ctx = ctx.clone();
+            async move {
+                match result {
+                    Ok(_) => {}
+                    Err(controller::Error::ObjectNotFound(gone)) => {
+                        let key = Key::new(&gone.name).within(gone.namespace.as_deref().unwrap_or_default());
+                        if ctx.registry.forget(&key) {
+                            info!(namespace = ?gone.namespace, name = %gone.name, "connection deleted; pool closed");
+                        }
+                    }
+                    Err(controller::Error::ReconcilerFailed(error, obj)) => {
+                        warn!(namespace = ?obj.namespace, name = %obj.name, %error, "reconcile failed; will retry");
+                    }
+                    Err(error) => warn!(%error, "controller error"),
+                }
+            }
+        })
+        .await;
+}
+
+/// Maps a changed Secret to the connections that read it, and marks them so their next
+/// reconcile reads the Secret again instead of using the credentials it remembers.
+fn connections_using(
+    store: &Store<DatabaseConnection>,
+    secret: &Secret,
+    registry: &Registry,
+) -> Vec<Key> {
+    let name = secret.name_any();
+    let namespace = secret.namespace();
+    store
+        .state()
+        .into_iter()
+        .filter(|conn| conn.namespace() == namespace && references(&conn.spec, &name))
+        .map(|conn| {
+            let key = ObjectRef::from_obj(&*conn);
+            registry.mark_secret_changed(key.clone());
+            key
+        })
+        .collect()
+}
+
+fn references(spec: &DatabaseConnectionSpec, secret: &str) -> bool {
+    spec.credentials.secret_ref.name == secret
+        || spec
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.ca_secret_ref.as_ref())
+            .is_some_and(|ca| ca.name == secret)
+}
+
+fn error_policy(_obj: Arc<DatabaseConnection>, _error: &Error, _ctx: Arc<Context>) -> Action {
+    Action::requeue(Duration::from_secs(5) + jitter(Duration::from_secs(5)))
+}
+
+pub async fn reconcile(obj: Arc<DatabaseConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*obj);
+    let span = info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    let mut state = ctx
+        .registry
+        .take(&key)
+        .unwrap_or_else(|| restored_state(&obj));
+    let result = Reconciliation {
+        obj: &obj,
+        ctx: &ctx,
+        key: &key,
+        state: &mut state,
+    }
+    .run()
+    .instrument(span)
+    .await;
+    ctx.registry.put(key, state);
+    result
+}
+
+/// After a restart, the failure count comes back from status; everything else is re-learned.
+fn restored_state(obj: &DatabaseConnection) -> ConnectionState {
+    let consecutive_failures = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.probe.as_ref())
+        .map_or(0, |p| p.consecutive_failures);
+    ConnectionState {
+        consecutive_failures,
+        ..Default::default()
+    }
+}
+
+struct Reconciliation<'a> {
+    obj: &'a DatabaseConnection,
+    ctx: &'a Context,
+    key: &'a Key,
+    state: &'a mut ConnectionState,
+}
+
+impl Reconciliation<'_> {
+    async fn run(mut self) -> Result<Action, Error> {
+        let namespace = self.obj.namespace().ok_or(Error::NotNamespaced)?;
+        if self.obj.spec.suspend {
+            self.forget_connection();
+            self.report(&Outcome::Suspended, Facts::default()).await?;
+            return Ok(Action::await_change());
+        }
+        let settings = match ConnectionSettings::from_spec(&self.obj.spec) {
+            Ok(settings) => settings,
+            Err(error) => {
+                self.forget_connection();
+                self.report(&Outcome::InvalidSpec(&error), Facts::default())
+                    .await?;
+                return Ok(Action::await_change());
+            }
+        };
+        let insecure_tls = Some(settings.tls == TlsMode::InsecureSkipVerify);
+
+        let secret_changed = self.ctx.registry.take_secret_changed(self.key);
+        if secret_changed || self.state.credentials.is_none() {
+            let tls_ca = self
+                .obj
+                .spec
+                .tls
+                .as_ref()
+                .and_then(|t| t.ca_secret_ref.as_ref());
+            match credentials::load(
+                &self.ctx.client,
+                &namespace,
+                &self.obj.spec.credentials.secret_ref,
+                tls_ca,
+            )
+            .await
+            {
+                Ok(credentials) => self.state.credentials = Some(credentials),
+                Err(error) => {
+                    self.forget_connection();
+                    let facts = Facts {
+                        insecure_tls,
+                        ..Default::default()
+                    };
+                    self.report(&Outcome::Credentials(&error), facts).await?;
+                    let retry = if error.needs_user() {
+                        schedule::WAIT_FOR_USER
+                    } else {
+                        settings.retry.max_delay
+                    };
+                    return Ok(Action::requeue(retry));
+                }
+            }
+        }
+        let credentials = self
+            .state
+            .credentials
+            .clone()
+            .expect("credentials were just loaded");
+
+        let now = Instant::now();
+        let inputs = self.probe_inputs(&settings, &credentials);
+        if let Some(wait) = self.state.wait_before_probe(inputs, now) {
+            debug!(?wait, "probe not due");
+            return Ok(Action::requeue(wait));
+        }
+        self.state.probed_inputs = Some(inputs);
+
+        let result = self.probe(&settings, &credentials).await;
+        let facts_base = Facts {
+            insecure_tls,
+            credentials: Some(CredentialsStatus {
+                secret_name: credentials.secret_name.clone(),
+                secret_resource_version: credentials.secret_resource_version.clone(),
+            }),
+            latency: None,
+        };
+        let delay = match result {
+            Ok(latency) => {
+                self.state.consecutive_failures = 0;
+                let entry = self
+                    .state
+                    .pool
+                    .as_ref()
+                    .expect("a successful probe has a pool");
+                let server = entry.server.clone().unwrap_or_default();
+                let outcome = Outcome::Connected {
+                    server: &server,
+                    endpoint: &settings.endpoint,
+                    user: &credentials.username,
+                };
+                self.report_with_latency(&outcome, facts_base, latency)
+                    .await?;
+                schedule::after_success(&settings, rand::random())
+            }
+            Err(error) => {
+                self.state.consecutive_failures = self.state.consecutive_failures.saturating_add(1);
+                let failures = self.state.consecutive_failures;
+                debug!(%error, failures, "probe failed");
+                let outcome = Outcome::Failed {
+                    error: &error,
+                    consecutive_failures: failures,
+                    failure_threshold: settings.health.failure_threshold,
+                };
+                self.report(&outcome, facts_base).await?;
+                schedule::after_failure(&settings, error.class(), failures, rand::random())
+            }
+        };
+        self.state.next_probe = Some(Instant::now() + delay);
+        Ok(Action::requeue(delay))
+    }
+
+    /// A probe is forced when any of these change; otherwise it waits for its time.
+    fn probe_inputs(&self, settings: &ConnectionSettings, credentials: &Credentials) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        self.obj.metadata.uid.hash(&mut hasher);
+        self.obj.metadata.generation.hash(&mut hasher);
+        pool_fingerprint(settings, credentials).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Drops the pool and every cached input; keeps only what status already shows.
+    fn forget_connection(&mut self) {
+        *self.state = ConnectionState {
+            consecutive_failures: self.state.consecutive_failures,
+            recorded_latency: self.state.recorded_latency,
+            ..Default::default()
+        };
+    }
+
+    /// Opens (or reuses) the pool and probes it within the health-check timeout.
+    async fn probe(
+        &mut self,
+        settings: &ConnectionSettings,
+        credentials: &Credentials,
+    ) -> Result<Duration, EngineError> {
+        let now = Instant::now();
+        let built_from = pool_fingerprint(settings, credentials);
+        let reusable =
+            self.state.pool.as_ref().is_some_and(|entry| {
+                entry.built_from == built_from && !entry.expired(settings, now)
+            });
+        if !reusable {
+            // Replacing the entry drops the old pool: after a rotation the old login is not kept
+            // in reserve, whatever the new one's fate.
+            let pool = engine::for_engine(settings.engine).open(settings, credentials)?;
+            self.state.pool = Some(PoolEntry {
+                pool,
+                built_from,
+                created: now,
+                last_used: now,
+                server: None,
+            });
+        }
+        let entry = self.state.pool.as_mut().expect("pool was just ensured");
+        let started = Instant::now();
+        let identify = entry.server.is_none();
+        let attempt = async {
+            if identify {
+                entry.pool.identify().await.map(Some)
+            } else {
+                entry.pool.ping().await.map(|()| None)
+            }
+        };
+        let outcome = tokio::time::timeout(settings.health.timeout, attempt).await;
+        let latency = started.elapsed();
+        entry.last_used = Instant::now();
+        match outcome {
+            Ok(Ok(Some(server))) => {
+                entry.server = Some(server);
+                Ok(latency)
+            }
+            Ok(Ok(None)) => Ok(latency),
+            Ok(Err(error)) => Err(error),
+            Err(_elapsed) => Err(EngineError::Timeout {
+                endpoint: settings.endpoint.clone(),
+                timeout: settings.health.timeout,
+            }),
+        }
+    }
+
+    /// Reports a success; the latency is written only when it moved materially or when
+    /// status is being written anyway.
+    async fn report_with_latency(
+        &mut self,
+        outcome: &Outcome<'_>,
+        facts: Facts,
+        latency: Duration,
+    ) -> Result<(), Error> {
+        let previous = self.obj.status.clone().unwrap_or_default();
+        let without_latency = status::desired(
+            &previous,
+            outcome,
+            &facts,
+            self.obj.metadata.generation,
+            Timestamp::now(),
+        );
+        if without_latency == previous && !latency_moved(self.state.recorded_latency, latency) {
+            return Ok(());
+        }
+        self.state.recorded_latency = Some(latency);
+        self.report(
+            outcome,
+            Facts {
+                latency: Some(latency),
+                ..facts
+            },
+        )
+        .await
+    }
+
+    /// Writes status if it changed, and emits an Event when `Ready` changes.
+    async fn report(&self, outcome: &Outcome<'_>, facts: Facts) -> Result<(), Error> {
+        let previous = self.obj.status.clone().unwrap_or_default();
+        let next = status::desired(
+            &previous,
+            outcome,
+            &facts,
+            self.obj.metadata.generation,
+            Timestamp::now(),
+        );
+        if next == previous {
+            return Ok(());
+        }
+        let api: Api<DatabaseConnection> = Api::namespaced(
+            self.ctx.client.clone(),
+            &self.obj.namespace().unwrap_or_default(),
+        );
+        let patch = serde_json::json!({
+            "apiVersion": "dbconn.dev/v1alpha1",
+            "kind": "DatabaseConnection",
+            "status": next,
+        });
+        api.patch_status(
+            &self.obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::StatusWrite)?;
+        self.announce(&previous, &next).await;
+        Ok(())
+    }
+
+    /// Events on transitions only: `Ready` changing, and a new credentials version in use.
+    async fn announce(&self, previous: &DatabaseConnectionStatus, next: &DatabaseConnectionStatus) {
+        let mut events = Vec::new();
+        let before = conditions::find(&previous.conditions, READY);
+        if let Some(after) = conditions::find(&next.conditions, READY) {
+            let changed =
+                before.is_none_or(|b| b.status != after.status || b.reason != after.reason);
+            if changed {
+                info!(ready = %after.status, reason = %after.reason, message = %after.message, "Ready changed");
+                let type_ = if after.status == "True" {
+                    EventType::Normal
+                } else {
+                    EventType::Warning
+                };
+                events.push(Event {
+                    type_,
+                    reason: after.reason.clone(),
+                    note: Some(after.message.clone()),
+                    action: "Probe".into(),
+                    secondary: None,
+                });
+            }
+        }
+        if let (Some(old), Some(new)) = (&previous.credentials, &next.credentials)
+            && old != new
+            && conditions::is_true(&next.conditions, READY)
+        {
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: "CredentialsReloaded".into(),
+                note: Some(format!(
+                    "Now using Secret {:?} at resourceVersion {}; the previous pool was closed.",
+                    new.secret_name, new.secret_resource_version
+                )),
+                action: "ReloadCredentials".into(),
+                secondary: None,
+            });
+        }
+        let reference = self.obj.object_ref(&());
+        for event in events {
+            if let Err(error) = self.ctx.recorder.publish(&event, &reference).await {
+                warn!(%error, reason = %event.reason, "cannot publish event");
+            }
+        }
+    }
+}
+
+/// Worth a status write: the first figure, or one at least twice or half the last and 5 ms apart.
+fn latency_moved(recorded: Option<Duration>, latency: Duration) -> bool {
+    let Some(recorded) = recorded else {
+        return true;
+    };
+    let (low, high) = if recorded < latency {
+        (recorded, latency)
+    } else {
+        (latency, recorded)
+    };
+    high - low >= Duration::from_millis(5) && high >= low * 2
+}
+
+fn jitter(max: Duration) -> Duration {
+    max.mul_f64(rand::random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        api::{CaSecretRef, TlsSpec},
+        fixtures,
+    };
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn latency_is_rewritten_only_when_it_moves_materially() {
+        assert!(latency_moved(None, MS(3)));
+        assert!(!latency_moved(Some(MS(3)), MS(5)));
+        assert!(!latency_moved(Some(MS(1)), MS(4)), "under 5 ms apart");
+        assert!(latency_moved(Some(MS(3)), MS(9)));
+        assert!(latency_moved(Some(MS(40)), MS(10)));
+        assert!(!latency_moved(Some(MS(40)), MS(30)));
+    }
+
+    #[test]
+    fn a_secret_is_referenced_by_login_or_ca() {
+        let mut spec = fixtures::neo4j_spec("login");
+        assert!(references(&spec, "login"));
+        assert!(!references(&spec, "ca"));
+        spec.tls = Some(TlsSpec {
+            ca_secret_ref: Some(CaSecretRef {
+                name: "ca".into(),
+                key: "ca.crt".into(),
+            }),
+            insecure_skip_verify: false,
+        });
+        assert!(references(&spec, "ca"));
+    }
+}

@@ -1,0 +1,280 @@
+//! Reading the login (and an optional CA bundle) from Secrets in the connection's namespace.
+//! Values stay in memory: they are never logged, copied into status, or formatted by `Debug`.
+
+use std::{
+    collections::hash_map::RandomState,
+    fmt,
+    hash::{BuildHasher, Hash, Hasher},
+    sync::LazyLock,
+};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::api::{CaSecretRef, SecretKeysRef};
+
+/// A value read from a Secret. `Debug` and `Display` print a placeholder.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The login for one connection, with the Secret version it came from.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub username: String,
+    pub password: SecretString,
+    pub secret_name: String,
+    pub secret_resource_version: String,
+    /// PEM CA bundle, when `spec.tls.caSecretRef` is set.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Credentials {
+    /// A process-local fingerprint of the values, to notice a rotation without keeping or
+    /// publishing anything derived from the password: the hash key is random per process.
+    pub fn fingerprint(&self) -> u64 {
+        static KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+        let mut hasher = KEY.build_hasher();
+        self.username.hash(&mut hasher);
+        self.password.hash(&mut hasher);
+        self.ca_pem.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+/// Why the credentials could not be read. Each message says what to create or fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error(
+        "Secret {name:?} was not found in namespace {namespace:?}; create it with the keys {keys}"
+    )]
+    SecretNotFound {
+        name: String,
+        namespace: String,
+        keys: String,
+    },
+    #[error(
+        "Secret {name:?} has no key {key:?}; add it, or point spec.{field} at the key that holds it"
+    )]
+    KeyMissing {
+        name: String,
+        key: String,
+        field: &'static str,
+    },
+    #[error("Secret {name:?} key {key:?} is {problem}; store the value as plain UTF-8 text")]
+    ValueInvalid {
+        name: String,
+        key: String,
+        problem: &'static str,
+    },
+    #[error("cannot read Secret {name:?}: {source}")]
+    Api {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl CredentialsError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CredentialsError::SecretNotFound { .. } => "SecretNotFound",
+            CredentialsError::KeyMissing { .. } => "SecretKeyMissing",
+            CredentialsError::ValueInvalid { .. } => "SecretValueInvalid",
+            CredentialsError::Api { .. } => "SecretReadFailed",
+        }
+    }
+
+    /// True when only a change by the user (not a retry) can fix it.
+    pub fn needs_user(&self) -> bool {
+        !matches!(self, CredentialsError::Api { .. })
+    }
+}
+
+/// Reads the login Secret and, if given, the CA Secret.
+pub async fn load(
+    client: &Client,
+    namespace: &str,
+    login: &SecretKeysRef,
+    ca: Option<&CaSecretRef>,
+) -> Result<Credentials, CredentialsError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = fetch(&secrets, namespace, &login.name, || {
+        format!("{:?} and {:?}", login.username_key, login.password_key)
+    })
+    .await?;
+    let username = text_value(
+        &secret,
+        &login.name,
+        &login.username_key,
+        "credentials.secretRef.usernameKey",
+    )?;
+    let password = text_value(
+        &secret,
+        &login.name,
+        &login.password_key,
+        "credentials.secretRef.passwordKey",
+    )?;
+    let ca_pem = match ca {
+        None => None,
+        Some(ca) => {
+            let ca_secret =
+                fetch(&secrets, namespace, &ca.name, || format!("{:?}", ca.key)).await?;
+            Some(bytes_value(&ca_secret, &ca.name, &ca.key, "tls.caSecretRef.key")?.to_vec())
+        }
+    };
+    Ok(Credentials {
+        username,
+        password: SecretString(password),
+        secret_name: login.name.clone(),
+        secret_resource_version: secret.metadata.resource_version.clone().unwrap_or_default(),
+        ca_pem,
+    })
+}
+
+async fn fetch(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+    keys: impl FnOnce() -> String,
+) -> Result<Secret, CredentialsError> {
+    match secrets.get_opt(name).await {
+        Ok(Some(secret)) => Ok(secret),
+        Ok(None) => Err(CredentialsError::SecretNotFound {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            keys: keys(),
+        }),
+        Err(source) => Err(CredentialsError::Api {
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn bytes_value<'a>(
+    secret: &'a Secret,
+    name: &str,
+    key: &str,
+    field: &'static str,
+) -> Result<&'a [u8], CredentialsError> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(key))
+        .map(|v| v.0.as_slice())
+        .ok_or_else(|| CredentialsError::KeyMissing {
+            name: name.to_owned(),
+            key: key.to_owned(),
+            field,
+        })
+}
+
+fn text_value(
+    secret: &Secret,
+    name: &str,
+    key: &str,
+    field: &'static str,
+) -> Result<String, CredentialsError> {
+    let invalid = |problem| CredentialsError::ValueInvalid {
+        name: name.to_owned(),
+        key: key.to_owned(),
+        problem,
+    };
+    let bytes = bytes_value(secret, name, key, field)?;
+    let text = std::str::from_utf8(bytes).map_err(|_| invalid("not valid UTF-8"))?;
+    // A trailing newline is the classic `echo pw | base64` mistake; a login never ends in one.
+    let text = text.trim_end_matches(['\n', '\r']);
+    if text.is_empty() {
+        return Err(invalid("empty"));
+    }
+    Ok(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
+
+    fn secret(entries: &[(&str, &[u8])]) -> Secret {
+        let data: BTreeMap<String, ByteString> = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+            .collect();
+        Secret {
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reads_text_and_strips_a_trailing_newline() {
+        let s = secret(&[("password", b"s3cret\n")]);
+        assert_eq!(text_value(&s, "db", "password", "f").unwrap(), "s3cret");
+    }
+
+    #[test]
+    fn missing_key_names_the_key_and_the_field_to_fix() {
+        let s = secret(&[("user", b"neo4j")]);
+        let err =
+            text_value(&s, "db", "username", "credentials.secretRef.usernameKey").unwrap_err();
+        assert_eq!(err.reason(), "SecretKeyMissing");
+        let message = err.to_string();
+        assert!(
+            message.contains("\"username\"") && message.contains("usernameKey"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn binary_and_empty_values_are_rejected_without_echoing_them() {
+        let s = secret(&[("password", &[0xff, 0xfe, 0x00]), ("username", b"")]);
+        let binary = text_value(&s, "db", "password", "f").unwrap_err();
+        assert_eq!(binary.reason(), "SecretValueInvalid");
+        assert!(binary.to_string().contains("UTF-8"));
+        let empty = text_value(&s, "db", "username", "f").unwrap_err();
+        assert!(empty.to_string().contains("empty"));
+    }
+
+    #[test]
+    fn debug_output_redacts_the_password() {
+        let creds = Credentials {
+            username: "neo4j".into(),
+            password: SecretString("hunter2".into()),
+            secret_name: "db".into(),
+            secret_resource_version: "1".into(),
+            ca_pem: None,
+        };
+        let printed = format!("{creds:?}");
+        assert!(
+            !printed.contains("hunter2") && printed.contains("<redacted>"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn fingerprint_changes_with_the_password() {
+        let mut creds = Credentials {
+            username: "neo4j".into(),
+            password: SecretString("one".into()),
+            secret_name: "db".into(),
+            secret_resource_version: "1".into(),
+            ca_pem: None,
+        };
+        let before = creds.fingerprint();
+        creds.password = SecretString("two".into());
+        assert_ne!(before, creds.fingerprint());
+    }
+}

@@ -1,0 +1,222 @@
+//! Neo4j through `neo4rs` (Bolt 4.4).
+
+use std::{path::PathBuf, sync::Arc};
+
+use futures::{FutureExt, future::BoxFuture};
+use neo4rs::{
+    ConfigBuilder, Graph, Neo4jClientErrorKind, Neo4jErrorKind, Neo4jSecurityErrorKind, query,
+};
+
+use super::{Connector, EngineError, Pool};
+use crate::{
+    api::ServerInfo,
+    credentials::Credentials,
+    settings::{ConnectionSettings, TlsMode},
+};
+
+pub struct Neo4jConnector;
+
+struct Neo4jPool {
+    graph: Graph,
+    target: Target,
+    /// Keeps the CA file for as long as the pool may open connections with it.
+    _ca_file: Option<CaFile>,
+}
+
+impl Connector for Neo4jConnector {
+    fn open(
+        &self,
+        settings: &ConnectionSettings,
+        credentials: &Credentials,
+    ) -> Result<Arc<dyn Pool>, EngineError> {
+        let pool = &settings.pool;
+        let mut config = ConfigBuilder::default()
+            .uri(driver_uri(settings))
+            .user(credentials.username.clone())
+            .password(credentials.password.expose().to_owned())
+            .max_connections(pool.max_size)
+            .fetch_size(pool.fetch_size)
+            .connection_timeout(pool.connection_timeout)
+            // neo4rs wires its `max_lifetime` to the pool's wait timeout, which is what
+            // acquisitionTimeout means; true lifetime and idle limits are enforced by the
+            // reconciler, which renews the pool (see `state::PoolEntry::expired`).
+            .max_lifetime(Some(pool.acquisition_timeout));
+        if let Some(db) = &settings.database {
+            config = config.db(db.as_str());
+        }
+        let mut ca_file = None;
+        match &settings.tls {
+            TlsMode::Plain => {}
+            TlsMode::InsecureSkipVerify => config = config.skip_ssl_validation(),
+            TlsMode::Verified(None) => {}
+            TlsMode::Verified(Some(_)) => {
+                let pem = credentials.ca_pem.as_deref().ok_or_else(|| {
+                    EngineError::Tls(
+                        "the CA bundle from spec.tls.caSecretRef was not loaded".into(),
+                    )
+                })?;
+                let file = CaFile::write(pem).map_err(|e| {
+                    EngineError::Tls(format!("cannot store the CA bundle for the driver: {e}"))
+                })?;
+                config = config.with_client_certificate(&file.path);
+                ca_file = Some(file);
+            }
+        }
+        let config = config
+            .build()
+            .map_err(|e| EngineError::Configuration(e.to_string()))?;
+        let target = Target {
+            endpoint: settings.endpoint.clone(),
+            user: credentials.username.clone(),
+            database: settings.database.clone(),
+            connection_timeout: pool.connection_timeout,
+        };
+        let graph = Graph::connect(config).map_err(|e| target.classify(e))?;
+        Ok(Arc::new(Neo4jPool {
+            graph,
+            target,
+            _ca_file: ca_file,
+        }))
+    }
+}
+
+/// With TLS verification off, neo4rs wants the `+ssc` scheme or `skip_ssl_validation`; with a
+/// custom CA it wants the plain `+s` scheme. The URI was validated, so the rewrite is safe.
+fn driver_uri(settings: &ConnectionSettings) -> String {
+    match settings.tls {
+        TlsMode::InsecureSkipVerify => settings.uri.replacen("+s://", "+ssc://", 1),
+        _ => settings.uri.clone(),
+    }
+}
+
+impl Pool for Neo4jPool {
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        async move {
+            let mut rows = self
+                .graph
+                .execute(query("RETURN 1 AS ok"))
+                .await
+                .map_err(|e| self.target.classify(e))?;
+            while rows
+                .next()
+                .await
+                .map_err(|e| self.target.classify(e))?
+                .is_some()
+            {}
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn identify(&self) -> BoxFuture<'_, Result<ServerInfo, EngineError>> {
+        async move {
+            let mut rows = self
+                .graph
+                .execute(query(
+                    "CALL dbms.components() YIELD name, versions, edition \
+                     RETURN name, versions[0] AS version, edition",
+                ))
+                .await
+                .map_err(|e| self.target.classify(e))?;
+            let mut info = None;
+            while let Some(row) = rows.next().await.map_err(|e| self.target.classify(e))? {
+                if info.is_none() {
+                    let field = |key: &str| row.get::<String>(key).unwrap_or_default();
+                    info = Some(ServerInfo {
+                        agent: field("name"),
+                        version: field("version"),
+                        edition: field("edition"),
+                    });
+                }
+            }
+            info.ok_or_else(|| {
+                EngineError::QueryFailed("dbms.components() returned no rows".into())
+            })
+        }
+        .boxed()
+    }
+}
+
+/// What a failure message names: never the password.
+struct Target {
+    endpoint: String,
+    user: String,
+    database: Option<String>,
+    connection_timeout: std::time::Duration,
+}
+
+impl Target {
+    fn classify(&self, error: neo4rs::Error) -> EngineError {
+        use neo4rs::Error as E;
+        let unreachable = |detail: String| EngineError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            detail,
+        };
+        match error {
+            E::AuthenticationError(detail) => EngineError::AuthenticationFailed {
+                user: self.user.clone(),
+                detail,
+            },
+            E::IOError { detail } => {
+                if detail.to_string().to_lowercase().contains("certificate") {
+                    EngineError::Tls(detail.to_string())
+                } else {
+                    unreachable(detail.to_string())
+                }
+            }
+            E::ConnectionTimedOut => EngineError::Timeout {
+                endpoint: self.endpoint.clone(),
+                timeout: self.connection_timeout,
+            },
+            E::InvalidDnsName(name) => unreachable(format!("cannot resolve {name:?}")),
+            E::UnsupportedScheme(s) => {
+                EngineError::Configuration(format!("unsupported scheme {s:?}"))
+            }
+            E::UrlParseError(e) => EngineError::Configuration(e.to_string()),
+            E::ConnectionError => unreachable("the connection was closed by the server".into()),
+            E::Neo4j(e) => {
+                let detail = format!("{}: {}", e.code(), e.message());
+                match e.kind() {
+                    Neo4jErrorKind::Client(Neo4jClientErrorKind::Security(
+                        Neo4jSecurityErrorKind::Authentication | Neo4jSecurityErrorKind::Other,
+                    )) => EngineError::AuthenticationFailed {
+                        user: self.user.clone(),
+                        detail,
+                    },
+                    Neo4jErrorKind::Client(Neo4jClientErrorKind::FatalDiscovery) => {
+                        EngineError::DatabaseNotFound {
+                            database: self.database.clone().unwrap_or_else(|| "(default)".into()),
+                        }
+                    }
+                    Neo4jErrorKind::Transient => EngineError::Transient(detail),
+                    _ => EngineError::QueryFailed(detail),
+                }
+            }
+            other => EngineError::QueryFailed(other.to_string()),
+        }
+    }
+}
+
+/// neo4rs reads a custom CA only from a file. The bundle is public material (no key); it is
+/// written to a private temporary file that is removed when the pool is dropped.
+struct CaFile {
+    path: PathBuf,
+}
+
+impl CaFile {
+    fn write(pem: &[u8]) -> std::io::Result<Self> {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join("dbconn-operator");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("ca-{}.pem", rand::random::<u64>()));
+        let mut file = std::fs::File::create_new(&path)?;
+        file.write_all(pem)?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for CaFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

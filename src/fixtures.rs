@@ -1,0 +1,30 @@
+//! Builders for unit tests.
+
+use crate::{
+    api::{CredentialsSpec, DatabaseConnectionSpec, Engine, SecretKeysRef},
+    settings::ConnectionSettings,
+};
+
+pub fn neo4j_spec(secret: &str) -> DatabaseConnectionSpec {
+    DatabaseConnectionSpec {
+        engine: Engine::Neo4j,
+        uri: "bolt://127.0.0.1:7687".into(),
+        database: None,
+        credentials: CredentialsSpec {
+            secret_ref: SecretKeysRef {
+                name: secret.into(),
+                username_key: "username".into(),
+                password_key: "password".into(),
+            },
+        },
+        tls: None,
+        pool: Default::default(),
+        health_check: Default::default(),
+        retry: Default::default(),
+        suspend: false,
+    }
+}
+
+pub fn neo4j_settings() -> ConnectionSettings {
+    ConnectionSettings::from_spec(&neo4j_spec("creds")).expect("fixture spec is valid")
+}

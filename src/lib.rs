@@ -1,0 +1,16 @@
+//! dbconn-operator: declarative, checked database connections for Kubernetes.
+
+pub mod api;
+pub mod conditions;
+pub mod controller;
+pub mod credentials;
+pub mod duration;
+pub mod engine;
+pub mod schedule;
+pub mod settings;
+pub mod state;
+pub mod status;
+pub mod telemetry;
+
+#[cfg(test)]
+mod fixtures;

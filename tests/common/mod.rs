@@ -1,0 +1,364 @@
+//! Shared harness for the integration and end-to-end tests: the real test environment started
+//! by `tests/testenv/testenv.sh up`, a namespace per test, and the operator as a real process.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+pub mod neo4j;
+pub mod proxy;
+
+use std::{
+    collections::HashMap,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use dbconn_operator::api::DatabaseConnection;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Config,
+    api::PostParams,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+/// Where the environment's values come from: the process environment first, then the file that
+/// `testenv.sh up` writes.
+pub struct TestEnv {
+    values: HashMap<String, String>,
+}
+
+impl TestEnv {
+    pub fn get() -> &'static TestEnv {
+        static ENV: OnceLock<TestEnv> = OnceLock::new();
+        ENV.get_or_init(TestEnv::load)
+    }
+
+    fn load() -> TestEnv {
+        let state =
+            std::env::var("DBCONN_TESTENV_STATE").unwrap_or_else(|_| "/tmp/dbconn-testenv".into());
+        let file = Path::new(&state).join("env");
+        let mut values: HashMap<String, String> = std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        for key in REQUIRED {
+            if let Ok(value) = std::env::var(key) {
+                values.insert(key.to_string(), value);
+            }
+        }
+        let missing: Vec<_> = REQUIRED
+            .iter()
+            .filter(|k| !values.contains_key(**k))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "the test environment is not running (missing {missing:?}, and no {}): start it with \
+             `tests/testenv/testenv.sh up`, or run the whole suite with `make test`",
+            file.display()
+        );
+        TestEnv { values }
+    }
+
+    pub fn var(&self, key: &str) -> &str {
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{key} is not set"))
+    }
+
+    pub fn kubeconfig(&self) -> &str {
+        self.var("KUBECONFIG")
+    }
+
+    pub fn neo4j_uri(&self) -> &str {
+        self.var("NEO4J_URI")
+    }
+
+    pub fn neo4j_password(&self) -> &str {
+        self.var("NEO4J_PASSWORD")
+    }
+
+    pub fn neo4j_port(&self) -> u16 {
+        self.neo4j_uri()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("NEO4J_URI has a port")
+    }
+
+    pub fn bin(&self, name: &str) -> PathBuf {
+        Path::new(self.var("TESTENV_BIN_DIR")).join(name)
+    }
+
+    /// Runs `testenv.sh ARGS` (e.g. `stop neo4j`), for fault tests.
+    pub fn testenv(&self, args: &[&str]) {
+        let status = Command::new("bash")
+            .arg(self.var("TESTENV_SCRIPT"))
+            .args(args)
+            .status()
+            .expect("run testenv.sh");
+        assert!(status.success(), "testenv.sh {args:?} failed");
+    }
+}
+
+const REQUIRED: [&str; 8] = [
+    "KUBECONFIG",
+    "NEO4J_URI",
+    "NEO4J_USER",
+    "NEO4J_PASSWORD",
+    "POSTGRES_URI",
+    "POSTGRES_PASSWORD",
+    "TESTENV_BIN_DIR",
+    "TESTENV_SCRIPT",
+];
+
+pub async fn client() -> Client {
+    let env = TestEnv::get();
+    let kubeconfig = Kubeconfig::read_from(env.kubeconfig()).expect("read the test kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("the test kubeconfig is valid");
+    Client::try_from(config).expect("build a client")
+}
+
+/// Runs the test environment's kubectl; returns its output whatever the exit code.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    let env = TestEnv::get();
+    let mut child = Command::new(env.bin("kubectl"))
+        .env("KUBECONFIG", env.kubeconfig())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kubectl from the test environment");
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(input) = stdin {
+        pipe.write_all(input.as_bytes())
+            .expect("write kubectl stdin");
+    }
+    drop(pipe);
+    child.wait_with_output().expect("kubectl finished")
+}
+
+/// Runs kubectl and panics with its stderr if it fails; returns stdout.
+pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl(args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Installs the CRD from `crds/` once per test binary and waits until it is served.
+pub fn install_crd() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
+        kubectl_ok(
+            &["apply", "--server-side", "--force-conflicts", "-f", crds],
+            None,
+        );
+        kubectl_ok(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/databaseconnections.dbconn.dev",
+            ],
+            None,
+        );
+    });
+}
+
+/// A namespace of its own for one test. It is not deleted: without a controller-manager a
+/// deleted namespace stays Terminating, and the per-test operator has stopped by then anyway.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &Client, prefix: &str) -> Self {
+        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        Self { name }
+    }
+}
+
+/// The operator binary running against the test apiserver, watching one namespace.
+/// Its output goes to a file so tests can search it; it is killed on drop.
+pub struct Operator {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(namespace: &str) -> Self {
+        let dir = std::env::temp_dir().join("dbconn-e2e-logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("operator-{namespace}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_dbconn-operator"))
+            .args(["--namespace", namespace])
+            .env("KUBECONFIG", TestEnv::get().kubeconfig())
+            .env("RUST_LOG", "info,dbconn_operator=debug")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start the operator binary");
+        Self { child, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// True while the process has not exited (it is never restarted by the harness).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Applies YAML with kubectl in a namespace, as a user would.
+pub fn apply(namespace: &str, yaml: &str) {
+    kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(yaml));
+}
+
+pub fn secret_yaml(name: &str, username: &str, password: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: Opaque\nstringData:\n  username: {username}\n  password: {password}\n"
+    )
+}
+
+/// A Neo4j DatabaseConnection with fast health checks, for tests.
+pub fn neo4j_connection_yaml(name: &str, uri: &str, secret: &str) -> String {
+    format!(
+        "apiVersion: dbconn.dev/v1alpha1\nkind: DatabaseConnection\nmetadata:\n  name: {name}\nspec:\n  engine: neo4j\n  uri: {uri}\n  credentials:\n    secretRef:\n      name: {secret}\n  healthCheck:\n    interval: 5s\n    timeout: 3s\n    failureThreshold: 1\n"
+    )
+}
+
+/// One end-to-end test's world: a client, a namespace of its own and an operator watching it.
+pub struct Harness {
+    pub client: Client,
+    pub ns: String,
+    pub operator: Operator,
+}
+
+/// How long a test waits for a condition before it fails.
+pub const CONDITION_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Harness {
+    pub async fn start(prefix: &str) -> Self {
+        install_crd();
+        let client = client().await;
+        let ns = TestNamespace::create(&client, prefix).await.name;
+        let operator = Operator::start(&ns);
+        Self {
+            client,
+            ns,
+            operator,
+        }
+    }
+
+    pub fn apply(&self, yaml: &str) {
+        apply(&self.ns, yaml);
+    }
+
+    /// Polls until condition `type_` has `status` (and `reason`, when given); panics with the
+    /// object's status and the operator's log tail after [`CONDITION_TIMEOUT`].
+    pub async fn wait(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: Option<&str>,
+    ) -> DatabaseConnection {
+        let api: Api<DatabaseConnection> = Api::namespaced(self.client.clone(), &self.ns);
+        let deadline = Instant::now() + CONDITION_TIMEOUT;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some(obj) = api
+                .get_opt(name)
+                .await
+                .expect("read the DatabaseConnection")
+            {
+                let matched = obj
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+                    .is_some_and(|c| c.status == status && reason.is_none_or(|r| c.reason == r));
+                if matched {
+                    return obj;
+                }
+                last = Some(obj);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let logs = self.operator.logs();
+        let tail: Vec<_> = logs
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        panic!(
+            "{}/{name}: condition {type_}={status} (reason {reason:?}) not reached in {CONDITION_TIMEOUT:?}\nlast status: {}\noperator log tail:\n{}",
+            self.ns,
+            serde_json::to_string_pretty(&last.and_then(|o| o.status)).unwrap(),
+            tail.join("\n")
+        );
+    }
+
+    /// Fails if `secret` appears in the operator's log, the namespace's Events, or any
+    /// DatabaseConnection's status in it.
+    pub fn assert_secret_never_exposed(&self, secret: &str) {
+        let events = kubectl_ok(&["get", "events", "-n", &self.ns, "-o", "yaml"], None);
+        let connections = kubectl_ok(
+            &["get", "databaseconnections", "-n", &self.ns, "-o", "yaml"],
+            None,
+        );
+        let logs = self.operator.logs();
+        assert!(
+            logs.contains("starting dbconn-operator"),
+            "the operator log is empty: is logging wired?"
+        );
+        for (what, text) in [
+            ("operator log", logs),
+            ("events", events),
+            ("status", connections),
+        ] {
+            assert!(
+                !text.contains(secret),
+                "the password appears in the {what} of namespace {}",
+                self.ns
+            );
+        }
+    }
+}
+
+pub fn condition_reason(obj: &DatabaseConnection, type_: &str) -> String {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}

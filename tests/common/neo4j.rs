@@ -1,0 +1,31 @@
+//! Admin actions on the test Neo4j server, for tests that need a user of their own.
+
+use neo4rs::{Graph, query};
+
+use super::TestEnv;
+
+pub fn admin() -> Graph {
+    let env = TestEnv::get();
+    Graph::new(env.neo4j_uri(), env.var("NEO4J_USER"), env.neo4j_password())
+        .expect("configure neo4rs")
+}
+
+/// Creates a login that only this test uses, so failed attempts lock nobody else out.
+pub async fn create_user(name: &str, password: &str) {
+    admin()
+        .run_on(
+            "system",
+            query(
+                "CREATE OR REPLACE USER $name SET PLAINTEXT PASSWORD $password CHANGE NOT REQUIRED",
+            )
+            .param("name", name)
+            .param("password", password),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create Neo4j user {name}: {e}"));
+}
+
+/// A user name unique to one test run.
+pub fn unique_user(prefix: &str) -> String {
+    format!("{prefix}_{:08x}", rand::random::<u32>())
+}

@@ -1,0 +1,33 @@
+# Helpers shared by the service scripts. Sourced by testenv.sh.
+
+log() { printf '[testenv] %s\n' "$*" >&2; }
+die() { printf '[testenv] error: %s\n' "$*" >&2; exit 1; }
+
+# pid_alive NAME: true when STATE_DIR/NAME.pid names a live process.
+pid_alive() {
+  local f=$STATE_DIR/$1.pid
+  [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+# stop_pid NAME: TERM the process, wait up to 30 s, then KILL.
+stop_pid() {
+  local f=$STATE_DIR/$1.pid pid i
+  [[ -f $f ]] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for ((i=0; i<300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+# wait_for DESCRIPTION SECONDS COMMAND...: poll until COMMAND succeeds.
+wait_for() {
+  local what=$1 secs=$2 i; shift 2
+  for ((i=0; i<secs*5; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  die "$what did not answer within ${secs}s (logs in $STATE_DIR)"
+}
