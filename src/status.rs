@@ -160,7 +160,11 @@ fn failure_changes(
     threshold: u32,
 ) -> Vec<Change> {
     let reason = error.reason();
-    let message = format!("{error}. {}", error.hint());
+    let message = format!(
+        "{}. {}",
+        error.to_string().trim_end_matches('.'),
+        error.hint()
+    );
     let mut changes = Vec::new();
     changes.push(if error.server_answered() {
         Change::Set(Desired::new(

@@ -30,8 +30,8 @@ async fn neo4j_outage_turns_unreachable_and_recovers_without_operator_restart() 
     h.wait("graph", "Ready", "True", None).await;
 
     let guard = RestartOnDrop;
-    env.testenv(&["stop", "neo4j"]);
     let stopped = Instant::now();
+    env.testenv(&["stop", "neo4j"]);
     let down = h.wait("graph", "Ready", "False", None).await;
     println!(
         "Neo4j stopped -> Ready=False in {:?} (interval 5s + timeout 3s)",

@@ -211,7 +211,7 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_dbconn-operator"))
             .args(["--namespace", namespace])
             .env("KUBECONFIG", TestEnv::get().kubeconfig())
-            .env("RUST_LOG", "info,dbconn_operator=debug")
+            .env("RUST_LOG", "info,neo4rs=warn,dbconn_operator=debug")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
