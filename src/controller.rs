@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -29,6 +29,8 @@ use crate::{
     conditions::{self, READY},
     credentials::{self, Credentials},
     engine::{self, EngineError},
+    http::Readiness,
+    metrics::{ConnectionLabels, Metrics},
     schedule,
     settings::{ConnectionSettings, TlsMode},
     state::{ConnectionState, Key, PoolEntry, Registry, pool_fingerprint},
@@ -42,10 +44,12 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
 }
 
 impl Context {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -54,6 +58,8 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             registry: Registry::default(),
+            metrics,
+            readiness,
         }
     }
 }
@@ -98,6 +104,19 @@ pub async fn run(
     let controller = Controller::new(connections, watcher::Config::default().any_semantic())
         .with_config(controller::Config::default().concurrency(concurrency));
     let store = controller.store();
+    let synced = (store.clone(), ctx.readiness.clone());
+    tokio::spawn(async move {
+        // `Store::wait_until_ready` wakes only its latest waiter, which is the controller's own
+        // runner, so this side checks on a timer instead of awaiting it.
+        loop {
+            if let Some(result) = synced.0.wait_until_ready().now_or_never() {
+                synced.1.set(result.is_ok());
+                info!("watches synced; ready");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
     let mapper_ctx = ctx.clone();
     controller
         .watches(secrets, watcher::Config::default().any_semantic(), move |secret| {
@@ -112,11 +131,17 @@ pub async fn run(
                     Ok(_) => {}
                     Err(controller::Error::ObjectNotFound(gone)) => {
                         let key = Key::new(&gone.name).within(gone.namespace.as_deref().unwrap_or_default());
-                        if ctx.registry.forget(&key) {
-                            info!(namespace = ?gone.namespace, name = %gone.name, "connection deleted; pool closed");
+                        if let Some(state) = ctx.registry.forget(&key) {
+                            if let Some(labels) = &state.labels {
+                                ctx.metrics.forget(labels);
+                            }
+                            drop(state);
+                            ctx.metrics.set_open_pools(ctx.registry.open_pools());
+                            info!(namespace = ?gone.namespace, name = %gone.name, "connection deleted; pool closed, metrics removed");
                         }
                     }
                     Err(controller::Error::ReconcilerFailed(error, obj)) => {
+                        ctx.metrics.reconcile_failed();
                         warn!(namespace = ?obj.namespace, name = %obj.name, %error, "reconcile failed; will retry");
                     }
                     Err(error) => warn!(%error, "controller error"),
@@ -163,10 +188,23 @@ fn error_policy(_obj: Arc<DatabaseConnection>, _error: &Error, _ctx: Arc<Context
 pub async fn reconcile(obj: Arc<DatabaseConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*obj);
     let span = info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    let _timer = ctx.metrics.reconcile_started();
     let mut state = ctx
         .registry
         .take(&key)
         .unwrap_or_else(|| restored_state(&obj));
+    let labels = ConnectionLabels {
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        engine: obj.spec.engine.as_str().to_owned(),
+    };
+    if let Some(old) = state
+        .labels
+        .replace(labels.clone())
+        .filter(|old| *old != labels)
+    {
+        ctx.metrics.forget(&old);
+    }
     let result = Reconciliation {
         obj: &obj,
         ctx: &ctx,
@@ -177,6 +215,7 @@ pub async fn reconcile(obj: Arc<DatabaseConnection>, ctx: Arc<Context>) -> Resul
     .instrument(span)
     .await;
     ctx.registry.put(key, state);
+    ctx.metrics.set_open_pools(ctx.registry.open_pools());
     result
 }
 
@@ -278,6 +317,9 @@ impl Reconciliation<'_> {
         let delay = match result {
             Ok(latency) => {
                 self.state.consecutive_failures = 0;
+                if let Some(labels) = &self.state.labels {
+                    self.ctx.metrics.probe_succeeded(labels, latency);
+                }
                 let entry = self
                     .state
                     .pool
@@ -297,6 +339,9 @@ impl Reconciliation<'_> {
                 self.state.consecutive_failures = self.state.consecutive_failures.saturating_add(1);
                 let failures = self.state.consecutive_failures;
                 debug!(%error, failures, "probe failed");
+                if let Some(labels) = &self.state.labels {
+                    self.ctx.metrics.probe_failed(labels, error.reason());
+                }
                 let outcome = Outcome::Failed {
                     error: &error,
                     consecutive_failures: failures,
@@ -323,9 +368,13 @@ impl Reconciliation<'_> {
     fn forget_connection(&mut self) {
         *self.state = ConnectionState {
             consecutive_failures: self.state.consecutive_failures,
-            recorded_latency: self.state.recorded_latency,
+            latency: self.state.latency.clone(),
+            labels: self.state.labels.clone(),
             ..Default::default()
         };
+        if let Some(labels) = &self.state.labels {
+            self.ctx.metrics.connection_down(labels);
+        }
     }
 
     /// Opens (or reuses) the pool and probes it within the health-check timeout.
@@ -395,14 +444,15 @@ impl Reconciliation<'_> {
             self.obj.metadata.generation,
             Timestamp::now(),
         );
-        if without_latency == previous && !latency_moved(self.state.recorded_latency, latency) {
+        let typical = self.state.latency.observe(latency);
+        if without_latency == previous && !self.state.latency.worth_recording(typical) {
             return Ok(());
         }
-        self.state.recorded_latency = Some(latency);
+        self.state.latency.recorded(typical);
         self.report(
             outcome,
             Facts {
-                latency: Some(latency),
+                latency: Some(typical),
                 ..facts
             },
         )
@@ -438,6 +488,7 @@ impl Reconciliation<'_> {
         )
         .await
         .map_err(Error::StatusWrite)?;
+        self.ctx.metrics.status_written();
         self.announce(&previous, &next).await;
         Ok(())
     }
@@ -469,6 +520,9 @@ impl Reconciliation<'_> {
             && old != new
             && conditions::is_true(&next.conditions, READY)
         {
+            if let Some(labels) = &self.state.labels {
+                self.ctx.metrics.credentials_reloaded(labels);
+            }
             events.push(Event {
                 type_: EventType::Normal,
                 reason: "CredentialsReloaded".into(),
@@ -489,19 +543,6 @@ impl Reconciliation<'_> {
     }
 }
 
-/// Worth a status write: the first figure, or one at least twice or half the last and 5 ms apart.
-fn latency_moved(recorded: Option<Duration>, latency: Duration) -> bool {
-    let Some(recorded) = recorded else {
-        return true;
-    };
-    let (low, high) = if recorded < latency {
-        (recorded, latency)
-    } else {
-        (latency, recorded)
-    };
-    high - low >= Duration::from_millis(5) && high >= low * 2
-}
-
 fn jitter(max: Duration) -> Duration {
     max.mul_f64(rand::random::<f64>())
 }
@@ -513,18 +554,6 @@ mod tests {
         api::{CaSecretRef, TlsSpec},
         fixtures,
     };
-
-    const MS: fn(u64) -> Duration = Duration::from_millis;
-
-    #[test]
-    fn latency_is_rewritten_only_when_it_moves_materially() {
-        assert!(latency_moved(None, MS(3)));
-        assert!(!latency_moved(Some(MS(3)), MS(5)));
-        assert!(!latency_moved(Some(MS(1)), MS(4)), "under 5 ms apart");
-        assert!(latency_moved(Some(MS(3)), MS(9)));
-        assert!(latency_moved(Some(MS(40)), MS(10)));
-        assert!(!latency_moved(Some(MS(40)), MS(30)));
-    }
 
     #[test]
     fn a_secret_is_referenced_by_login_or_ca() {

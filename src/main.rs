@@ -4,9 +4,11 @@ use anyhow::Context as _;
 use clap::Parser;
 use dbconn_operator::{
     controller::{self, Context, Scope},
+    http::{self, Readiness},
+    metrics::Metrics,
     telemetry::{self, LogFormat},
 };
-use tracing::info;
+use tracing::{error, info};
 
 /// Kubernetes operator that keeps DatabaseConnections checked and reports their health.
 #[derive(Parser, Debug)]
@@ -18,6 +20,9 @@ struct Args {
     /// Most connections reconciled (and probed) at the same time.
     #[arg(long, env = "DBCONN_CONCURRENCY", default_value_t = 64)]
     concurrency: u16,
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: std::net::SocketAddr,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -39,7 +44,15 @@ async fn main() -> anyhow::Result<()> {
         concurrency = args.concurrency,
         "starting dbconn-operator"
     );
-    let ctx = Arc::new(Context::new(client));
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Arc::new(Readiness::default());
+    let server = http::serve(args.http_addr, metrics.clone(), readiness.clone());
+    tokio::spawn(async move {
+        if let Err(error) = server.await {
+            error!(%error, "the HTTP server stopped; /metrics and probes are unavailable");
+        }
+    });
+    let ctx = Arc::new(Context::new(client, metrics, readiness));
     controller::run(ctx, scope, args.concurrency, shutdown_signal()).await;
     info!("stopped; pools closed");
     Ok(())

@@ -14,6 +14,8 @@ use crate::{
     api::{DatabaseConnection, ServerInfo},
     credentials::Credentials,
     engine::Pool,
+    latency::LatencyTracker,
+    metrics::ConnectionLabels,
     settings::ConnectionSettings,
 };
 
@@ -48,8 +50,10 @@ pub struct ConnectionState {
     pub probed_inputs: Option<u64>,
     pub next_probe: Option<Instant>,
     pub consecutive_failures: u32,
-    /// The latency last written to status, to decide whether a new one is worth a write.
-    pub recorded_latency: Option<Duration>,
+    /// Recent probe latencies and the one status shows.
+    pub latency: LatencyTracker,
+    /// The metric labels this connection's series were written under.
+    pub labels: Option<ConnectionLabels>,
 }
 
 impl ConnectionState {
@@ -87,49 +91,37 @@ pub struct Registry {
 
 impl Registry {
     pub fn take(&self, key: &Key) -> Option<ConnectionState> {
-        self.states.lock().expect("registry lock").remove(key)
+        self.states().remove(key)
     }
 
     pub fn put(&self, key: Key, state: ConnectionState) {
-        self.states
-            .lock()
-            .expect("registry lock")
-            .insert(key, state);
+        self.states().insert(key, state);
     }
 
-    /// Forgets a deleted connection; dropping the state closes its pool.
-    pub fn forget(&self, key: &Key) -> bool {
-        self.secret_changed
-            .lock()
-            .expect("registry lock")
-            .remove(key);
-        self.states
-            .lock()
-            .expect("registry lock")
-            .remove(key)
-            .is_some()
+    /// Forgets a deleted connection and returns what it had; dropping that closes its pool.
+    pub fn forget(&self, key: &Key) -> Option<ConnectionState> {
+        self.changed_secrets().remove(key);
+        self.states().remove(key)
+    }
+
+    pub fn open_pools(&self) -> usize {
+        self.states().values().filter(|s| s.pool.is_some()).count()
     }
 
     pub fn mark_secret_changed(&self, key: Key) {
-        self.secret_changed
-            .lock()
-            .expect("registry lock")
-            .insert(key);
+        self.changed_secrets().insert(key);
     }
 
     pub fn take_secret_changed(&self, key: &Key) -> bool {
-        self.secret_changed
-            .lock()
-            .expect("registry lock")
-            .remove(key)
+        self.changed_secrets().remove(key)
     }
 
-    pub fn len(&self) -> usize {
-        self.states.lock().expect("registry lock").len()
+    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<Key, ConnectionState>> {
+        self.states.lock().expect("registry lock poisoned")
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn changed_secrets(&self) -> std::sync::MutexGuard<'_, HashSet<Key>> {
+        self.secret_changed.lock().expect("registry lock poisoned")
     }
 }
 

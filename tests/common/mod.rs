@@ -200,6 +200,8 @@ impl TestNamespace {
 pub struct Operator {
     child: Child,
     pub log: PathBuf,
+    /// Port of its /metrics, /healthz and /readyz server on 127.0.0.1.
+    pub http_port: u16,
 }
 
 impl Operator {
@@ -208,15 +210,48 @@ impl Operator {
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("operator-{namespace}.log"));
         let out = std::fs::File::create(&log).unwrap();
+        let http_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_dbconn-operator"))
             .args(["--namespace", namespace])
+            .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
             .env("KUBECONFIG", TestEnv::get().kubeconfig())
             .env("RUST_LOG", "info,neo4rs=warn,dbconn_operator=debug")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
             .expect("start the operator binary");
-        Self { child, log }
+        Self {
+            child,
+            log,
+            http_port,
+        }
+    }
+
+    /// GETs a path from the operator's HTTP server; returns the status code and body.
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the operator's HTTP port {} does not answer: {e}",
+                    self.http_port
+                )
+            });
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
     }
 
     pub fn logs(&self) -> String {
@@ -234,6 +269,15 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Applies YAML with kubectl in a namespace, as a user would.

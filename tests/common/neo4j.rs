@@ -25,6 +25,19 @@ pub async fn create_user(name: &str, password: &str) {
         .unwrap_or_else(|e| panic!("create Neo4j user {name}: {e}"));
 }
 
+/// Changes a user's password on the server.
+pub async fn set_password(name: &str, password: &str) {
+    admin()
+        .run_on(
+            "system",
+            query("ALTER USER $name SET PLAINTEXT PASSWORD $password CHANGE NOT REQUIRED")
+                .param("name", name)
+                .param("password", password),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("change the password of Neo4j user {name}: {e}"));
+}
+
 /// A user name unique to one test run.
 pub fn unique_user(prefix: &str) -> String {
     format!("{prefix}_{:08x}", rand::random::<u32>())

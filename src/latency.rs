@@ -1,0 +1,89 @@
+//! Which probe latency status shows. Status gets a new figure only when the typical latency
+//! moves materially, so a healthy connection costs no status writes: the median of the last few
+//! probes smooths out one-off spikes, and small moves are ignored.
+
+use std::{collections::VecDeque, time::Duration};
+
+const WINDOW: usize = 5;
+/// A move is material when the new median is at least this many times the old one (or a
+/// fraction as large) and at least `MIN_STEP` apart.
+const RATIO: u32 = 3;
+const MIN_STEP: Duration = Duration::from_millis(20);
+
+#[derive(Clone, Debug, Default)]
+pub struct LatencyTracker {
+    recent: VecDeque<Duration>,
+    recorded: Option<Duration>,
+}
+
+impl LatencyTracker {
+    /// Adds a probe's latency; returns the median of the recent ones.
+    pub fn observe(&mut self, latency: Duration) -> Duration {
+        if self.recent.len() == WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(latency);
+        let mut sorted: Vec<_> = self.recent.iter().copied().collect();
+        sorted.sort();
+        sorted[sorted.len() / 2]
+    }
+
+    /// True when `typical` differs materially from what status shows (or status shows none).
+    pub fn worth_recording(&self, typical: Duration) -> bool {
+        let Some(recorded) = self.recorded else {
+            return true;
+        };
+        let (low, high) = if recorded < typical {
+            (recorded, typical)
+        } else {
+            (typical, recorded)
+        };
+        high - low >= MIN_STEP && high >= low * RATIO
+    }
+
+    pub fn recorded(&mut self, typical: Duration) {
+        self.recorded = Some(typical);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn the_first_figure_is_always_worth_recording() {
+        assert!(LatencyTracker::default().worth_recording(MS(3)));
+    }
+
+    #[test]
+    fn small_or_proportionally_small_moves_are_ignored() {
+        let mut tracker = LatencyTracker::default();
+        tracker.recorded(MS(3));
+        assert!(!tracker.worth_recording(MS(15)), "under 20 ms apart");
+        tracker.recorded(MS(100));
+        assert!(!tracker.worth_recording(MS(200)), "under 3x");
+        assert!(tracker.worth_recording(MS(400)));
+        assert!(tracker.worth_recording(MS(10)));
+    }
+
+    #[test]
+    fn a_single_spike_does_not_move_the_median() {
+        let mut tracker = LatencyTracker::default();
+        for _ in 0..4 {
+            tracker.observe(MS(2));
+        }
+        assert_eq!(tracker.observe(MS(900)), MS(2));
+    }
+
+    #[test]
+    fn a_lasting_change_moves_the_median() {
+        let mut tracker = LatencyTracker::default();
+        for _ in 0..5 {
+            tracker.observe(MS(2));
+        }
+        let medians: Vec<_> = (0..3).map(|_| tracker.observe(MS(300))).collect();
+        assert_eq!(medians.last(), Some(&MS(300)));
+    }
+}

@@ -1,0 +1,288 @@
+//! Prometheus metrics: the families, their registry, and removal of a deleted connection's series.
+//! Labels are typed structs, so only namespace, name, engine and a fixed reason can become labels.
+
+use std::time::{Duration, Instant};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::{Family, MetricConstructor},
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub namespace: String,
+    pub name: String,
+    pub engine: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub namespace: String,
+    pub name: String,
+    pub engine: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone)]
+struct ProbeBuckets;
+
+impl MetricConstructor<Histogram> for ProbeBuckets {
+    fn new_metric(&self) -> Histogram {
+        // 0.5 ms .. ~16 s
+        Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    connection_up: Family<ConnectionLabels, Gauge>,
+    probe_duration: Family<ConnectionLabels, Histogram, ProbeBuckets>,
+    probe_failures: Family<FailureLabels, Counter>,
+    credential_reloads: Family<ConnectionLabels, Counter>,
+    reconciles: Counter,
+    reconcile_errors: Counter,
+    reconcile_duration: Histogram,
+    status_writes: Counter,
+    open_pools: Gauge,
+}
+
+/// Every reason a probe can fail with, so a deleted connection's series can all be removed.
+pub const FAILURE_REASONS: [&str; 8] = [
+    "Unreachable",
+    "Timeout",
+    "AuthenticationFailed",
+    "DatabaseNotFound",
+    "TLSError",
+    "TransientError",
+    "ProbeFailed",
+    "InvalidSpec",
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("dbconn");
+        let metrics = Self {
+            connection_up: Family::default(),
+            probe_duration: Family::new_with_constructor(ProbeBuckets),
+            probe_failures: Family::default(),
+            credential_reloads: Family::default(),
+            reconciles: Counter::default(),
+            reconcile_errors: Counter::default(),
+            reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            status_writes: Counter::default(),
+            open_pools: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connection_up",
+            "1 when the last probe succeeded, 0 otherwise",
+            metrics.connection_up.clone(),
+        );
+        registry.register(
+            "probe_duration_seconds",
+            "Duration of successful probes",
+            metrics.probe_duration.clone(),
+        );
+        registry.register(
+            "probe_failures",
+            "Failed probes by reason",
+            metrics.probe_failures.clone(),
+        );
+        registry.register(
+            "credential_reloads",
+            "Times new credentials from the Secret took effect",
+            metrics.credential_reloads.clone(),
+        );
+        registry.register("reconciles", "Reconciles run", metrics.reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed on the Kubernetes API",
+            metrics.reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            metrics.reconcile_duration.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Status updates sent to the apiserver",
+            metrics.status_writes.clone(),
+        );
+        registry.register(
+            "open_pools",
+            "Connection pools currently open",
+            metrics.open_pools.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+}
+
+impl Metrics {
+    pub fn probe_succeeded(&self, labels: &ConnectionLabels, latency: Duration) {
+        self.connection_up.get_or_create(labels).set(1);
+        self.probe_duration
+            .get_or_create(labels)
+            .observe(latency.as_secs_f64());
+    }
+
+    pub fn probe_failed(&self, labels: &ConnectionLabels, reason: &'static str) {
+        self.connection_up.get_or_create(labels).set(0);
+        self.probe_failures
+            .get_or_create(&FailureLabels {
+                namespace: labels.namespace.clone(),
+                name: labels.name.clone(),
+                engine: labels.engine.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Not probing (bad spec, missing Secret, suspended): the connection is not up.
+    pub fn connection_down(&self, labels: &ConnectionLabels) {
+        self.connection_up.get_or_create(labels).set(0);
+    }
+
+    pub fn credentials_reloaded(&self, labels: &ConnectionLabels) {
+        self.credential_reloads.get_or_create(labels).inc();
+    }
+
+    pub fn status_written(&self) {
+        self.status_writes.inc();
+    }
+
+    pub fn set_open_pools(&self, count: usize) {
+        self.open_pools.set(count as i64);
+    }
+
+    pub fn reconcile_failed(&self) {
+        self.reconcile_errors.inc();
+    }
+
+    /// Counts a reconcile and observes its duration when the returned guard drops.
+    pub fn reconcile_started(&self) -> ReconcileTimer<'_> {
+        self.reconciles.inc();
+        ReconcileTimer {
+            started: Instant::now(),
+            histogram: &self.reconcile_duration,
+        }
+    }
+
+    /// Removes every series of a connection that was deleted (or changed engine).
+    pub fn forget(&self, labels: &ConnectionLabels) {
+        self.connection_up.remove(labels);
+        self.probe_duration.remove(labels);
+        self.credential_reloads.remove(labels);
+        for reason in FAILURE_REASONS {
+            self.probe_failures.remove(&FailureLabels {
+                namespace: labels.namespace.clone(),
+                name: labels.name.clone(),
+                engine: labels.engine.clone(),
+                reason,
+            });
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
+
+pub struct ReconcileTimer<'a> {
+    started: Instant,
+    histogram: &'a Histogram,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineError;
+
+    fn labels(name: &str) -> ConnectionLabels {
+        ConnectionLabels {
+            namespace: "apps".into(),
+            name: name.into(),
+            engine: "neo4j".into(),
+        }
+    }
+
+    #[test]
+    fn up_gauge_and_failure_counter_follow_probes() {
+        let metrics = Metrics::default();
+        metrics.probe_succeeded(&labels("a"), Duration::from_millis(3));
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"dbconn_connection_up{namespace="apps",name="a",engine="neo4j"} 1"#)
+        );
+        metrics.probe_failed(&labels("a"), "Unreachable");
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"dbconn_connection_up{namespace="apps",name="a",engine="neo4j"} 0"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"dbconn_probe_failures_total{namespace="apps",name="a",engine="neo4j",reason="Unreachable"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn forget_removes_every_series_of_one_connection_only() {
+        let metrics = Metrics::default();
+        metrics.probe_succeeded(&labels("gone"), Duration::from_millis(3));
+        metrics.probe_failed(&labels("gone"), "Timeout");
+        metrics.credentials_reloaded(&labels("gone"));
+        metrics.probe_succeeded(&labels("kept"), Duration::from_millis(3));
+        metrics.forget(&labels("gone"));
+        let text = metrics.encode();
+        assert!(!text.contains(r#"name="gone""#), "{text}");
+        assert!(text.contains(r#"name="kept""#), "{text}");
+    }
+
+    #[test]
+    fn every_engine_failure_reason_is_listed_for_removal() {
+        let errors = [
+            EngineError::Unreachable {
+                endpoint: String::new(),
+                detail: String::new(),
+            },
+            EngineError::Timeout {
+                endpoint: String::new(),
+                timeout: Duration::ZERO,
+            },
+            EngineError::AuthenticationFailed {
+                user: String::new(),
+                detail: String::new(),
+            },
+            EngineError::DatabaseNotFound {
+                database: String::new(),
+            },
+            EngineError::Tls(String::new()),
+            EngineError::Transient(String::new()),
+            EngineError::QueryFailed(String::new()),
+            EngineError::Configuration(String::new()),
+        ];
+        for error in errors {
+            assert!(
+                FAILURE_REASONS.contains(&error.reason()),
+                "{}",
+                error.reason()
+            );
+        }
+    }
+}

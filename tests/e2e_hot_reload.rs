@@ -1,0 +1,243 @@
+//! Hot reload against the real apiserver and Neo4j: rotated Secrets and edited specs take
+//! effect in the running operator, old logins are not kept, and a healthy connection costs no
+//! status writes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    Harness, TestEnv, condition_reason, kubectl_ok,
+    neo4j::{create_user, set_password, unique_user},
+    neo4j_connection_yaml,
+    proxy::CountingProxy,
+    secret_yaml,
+};
+use dbconn_operator::api::DatabaseConnection;
+use kube::Api;
+
+/// Polls `check` every 200 ms for up to a minute; panics with `what` if it never holds.
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what} did not happen within 60 s");
+}
+
+async fn secret_version(h: &Harness, name: &str) -> String {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(h.client.clone(), &h.ns);
+    secrets
+        .get(name)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap()
+}
+
+fn credentials_version(obj: &DatabaseConnection) -> String {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.credentials.as_ref())
+        .map(|c| c.secret_resource_version.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn rotated_password_is_used_live_and_the_old_pool_is_closed() {
+    let mut h = Harness::start("rotate").await;
+    let user = unique_user("rotate");
+    let (old, new) = ("rotation-old-1", "rotation-new-2");
+    create_user(&user, old).await;
+    let proxy = CountingProxy::start(TestEnv::get().neo4j_port()).await;
+    h.apply(&secret_yaml("login", &user, old));
+    h.apply(&neo4j_connection_yaml(
+        "app",
+        &format!("bolt://127.0.0.1:{}", proxy.port),
+        "login",
+    ));
+    h.wait("app", "Ready", "True", None).await;
+
+    // The way a password is rotated: the server first, then the Secret.
+    set_password(&user, new).await;
+    h.apply(&secret_yaml("login", &user, new));
+    let version = secret_version(&h, "login").await;
+    let api: Api<DatabaseConnection> = Api::namespaced(h.client.clone(), &h.ns);
+    eventually("status to report the new Secret version", async || {
+        let obj = api.get("app").await.unwrap();
+        credentials_version(&obj) == version && condition_reason(&obj, "Ready") == "Connected"
+    })
+    .await;
+    eventually("the old pool's connection to close", async || {
+        proxy.open_connections() == 1
+    })
+    .await;
+    let events = kubectl_ok(
+        &[
+            "get",
+            "events",
+            "-n",
+            &h.ns,
+            "--field-selector",
+            "reason=CredentialsReloaded",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert_eq!(
+        events.lines().count(),
+        1,
+        "one CredentialsReloaded event: {events}"
+    );
+    assert!(h.operator.is_running(), "no operator restart");
+    for password in [old, new] {
+        h.assert_secret_never_exposed(password);
+    }
+}
+
+#[tokio::test]
+async fn rotation_to_a_wrong_password_says_so_and_keeps_no_old_login() {
+    let h = Harness::start("badrotate").await;
+    let user = unique_user("badrotate");
+    create_user(&user, "rotation-good-1").await;
+    let proxy = CountingProxy::start(TestEnv::get().neo4j_port()).await;
+    h.apply(&secret_yaml("login", &user, "rotation-good-1"));
+    h.apply(&neo4j_connection_yaml(
+        "app",
+        &format!("bolt://127.0.0.1:{}", proxy.port),
+        "login",
+    ));
+    h.wait("app", "Ready", "True", None).await;
+
+    h.apply(&secret_yaml("login", &user, "rotation-typo-1"));
+    let obj = h
+        .wait(
+            "app",
+            "CredentialsValid",
+            "False",
+            Some("AuthenticationFailed"),
+        )
+        .await;
+    assert_eq!(condition_reason(&obj, "Ready"), "AuthenticationFailed");
+    // The pool with the old, working login was dropped, not kept in reserve.
+    eventually("every connection to close", async || {
+        proxy.open_connections() == 0
+    })
+    .await;
+    h.assert_secret_never_exposed("rotation-good-1");
+    h.assert_secret_never_exposed("rotation-typo-1");
+}
+
+#[tokio::test]
+async fn uri_edits_take_effect_and_metrics_follow_until_deletion() {
+    let h = Harness::start("edit").await;
+    let env = TestEnv::get();
+    h.apply(&secret_yaml(
+        "login",
+        env.var("NEO4J_USER"),
+        env.neo4j_password(),
+    ));
+    let manifest = neo4j_connection_yaml("graph", env.neo4j_uri(), "login");
+    h.apply(&manifest);
+    h.wait("graph", "Ready", "True", None).await;
+    let up = |value: u8| {
+        format!(
+            "dbconn_connection_up{{namespace=\"{}\",name=\"graph\",engine=\"neo4j\"}} {value}",
+            h.ns
+        )
+    };
+    let (status, metrics) = h.operator.http_get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains(&up(1)), "{metrics}");
+    assert_eq!(h.operator.http_get("/readyz").await.0, 200);
+    assert_eq!(h.operator.http_get("/healthz").await.0, 200);
+
+    h.apply(&manifest.replace(env.neo4j_uri(), "bolt://127.0.0.1:1"));
+    let down = h.wait("graph", "Ready", "False", Some("Unreachable")).await;
+    assert_eq!(
+        down.status.as_ref().unwrap().observed_generation,
+        down.metadata.generation
+    );
+    let (_, metrics) = h.operator.http_get("/metrics").await;
+    assert!(metrics.contains(&up(0)), "{metrics}");
+    let failures = format!(
+        "dbconn_probe_failures_total{{namespace=\"{}\",name=\"graph\",engine=\"neo4j\",reason=\"Unreachable\"}}",
+        h.ns
+    );
+    assert!(metrics.contains(&failures), "{metrics}");
+
+    h.apply(&manifest);
+    h.wait("graph", "Ready", "True", None).await;
+
+    kubectl_ok(&["delete", "dbconn", "graph", "-n", &h.ns], None);
+    eventually("the deleted connection's series to disappear", async || {
+        !h.operator
+            .http_get("/metrics")
+            .await
+            .1
+            .contains("name=\"graph\"")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_healthy_connection_is_probed_without_status_writes() {
+    let h = Harness::start("steady").await;
+    let env = TestEnv::get();
+    h.apply(&secret_yaml(
+        "login",
+        env.var("NEO4J_USER"),
+        env.neo4j_password(),
+    ));
+    let manifest = neo4j_connection_yaml("graph", env.neo4j_uri(), "login")
+        .replace("interval: 5s", "interval: 1s");
+    h.apply(&manifest);
+    h.wait("graph", "Ready", "True", None).await;
+    // Let the first latency figure settle, then watch a stretch of steady probing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let api: Api<DatabaseConnection> = Api::namespaced(h.client.clone(), &h.ns);
+    let before = api.get("graph").await.unwrap();
+    let probes_before = probe_count(&h.operator.http_get("/metrics").await.1);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = api.get("graph").await.unwrap();
+    let probes_after = probe_count(&h.operator.http_get("/metrics").await.1);
+    println!("probes in the window: {}", probes_after - probes_before);
+    assert!(
+        probes_after - probes_before >= 3,
+        "the connection was probed ({probes_before} -> {probes_after})"
+    );
+    let ready = |o: &DatabaseConnection| {
+        o.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .last_transition_time
+            .clone()
+    };
+    assert_eq!(
+        ready(&before),
+        ready(&after),
+        "Ready kept its lastTransitionTime"
+    );
+    assert_eq!(
+        before.metadata.resource_version, after.metadata.resource_version,
+        "no status write while nothing changed"
+    );
+}
+
+/// Successful probes so far, from the probe duration histogram's count.
+fn probe_count(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("dbconn_probe_duration_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
