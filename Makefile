@@ -11,8 +11,9 @@ down: ## stop the demo / test environment
 	-if [ -f /tmp/dbconn-testenv/operator.pid ]; then kill $$(cat /tmp/dbconn-testenv/operator.pid) 2>/dev/null; rm -f /tmp/dbconn-testenv/operator.pid; fi
 	bash tests/testenv/testenv.sh down
 
-crds: ## regenerate crds/ from the Rust types
+crds: ## regenerate crds/ (and the chart's copy) from the Rust types
 	cargo run --quiet --bin crdgen > crds/databaseconnections.dbconn.dev.yaml
+	cp crds/*.yaml charts/dbconn-operator/crds/
 
 lint:
 	cargo fmt --all -- --check

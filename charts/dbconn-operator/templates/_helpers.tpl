@@ -1,0 +1,118 @@
+{{/* Chart name, overridable. */}}
+{{- define "dbconn-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name, the prefix of every resource: RELEASE-dbconn-operator, or RELEASE when it already
+contains the chart name. Truncated to 63 characters (the DNS label limit).
+*/}}
+{{- define "dbconn-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "dbconn-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every resource. */}}
+{{- define "dbconn-operator.labels" -}}
+helm.sh/chart: {{ include "dbconn-operator.chart" . }}
+{{ include "dbconn-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The labels that select the operator pods; never change them in an upgrade. */}}
+{{- define "dbconn-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dbconn-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "dbconn-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "dbconn-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "dbconn-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" or "false": whether the pods elect a leader. leaderElection.enabled is auto, true or
+false; auto means "more than one replica". Two replicas without election would both reconcile
+(double probes, racing status writes), so that combination is refused.
+*/}}
+{{- define "dbconn-operator.leaderElection" -}}
+{{- $setting := toString .Values.leaderElection.enabled }}
+{{- $replicas := int .Values.replicaCount }}
+{{- $enabled := false }}
+{{- if eq $setting "auto" }}
+{{- $enabled = gt $replicas 1 }}
+{{- else if eq $setting "true" }}
+{{- $enabled = true }}
+{{- else if eq $setting "false" }}
+{{- if gt $replicas 1 }}
+{{- fail (printf "leaderElection.enabled=false with replicaCount=%d: every replica would reconcile every connection; enable leader election or use one replica" $replicas) }}
+{{- end }}
+{{- else }}
+{{- fail (printf "leaderElection.enabled must be auto, true or false, not %q" $setting) }}
+{{- end }}
+{{- $enabled }}
+{{- end }}
+
+{{/*
+The Lease the operator takes; fixed in the operator (src/), so it is not a value. Two releases
+in one namespace share it, and only one of them would run: install each in its own namespace.
+*/}}
+{{- define "dbconn-operator.leaseName" -}}
+dbconn-operator
+{{- end }}
+
+{{/*
+What the operator may do in the namespaces it watches; the same rules go into the ClusterRole
+(all namespaces) or the Role (one namespace).
+*/}}
+{{- define "dbconn-operator.watchRules" -}}
+- apiGroups: ["dbconn.dev"]
+  resources: ["databaseconnections"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["dbconn.dev"]
+  resources: ["databaseconnections/status"]
+  verbs: ["patch", "update"]
+# Login and CA Secrets referenced by connections: read, and watched so rotations apply at once.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+{{- if .Values.binding.enabled }}
+# binding.enabled: the service-binding feature writes one Secret per connection for applications
+# to mount, and removes it with the connection. Off: the operator cannot change any Secret.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "update", "patch", "delete"]
+{{- end }}
+# Events on DatabaseConnections (Ready changes, credential rotations). The recorder writes
+# events.k8s.io/v1; the core group is kept for tools and fallbacks that write v1 Events.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
