@@ -18,6 +18,10 @@ use crate::api::{CaSecretRef, SecretKeysRef};
 pub struct SecretString(String);
 
 impl SecretString {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

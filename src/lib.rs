@@ -8,6 +8,7 @@ pub mod duration;
 pub mod engine;
 pub mod http;
 pub mod latency;
+pub mod leader;
 pub mod metrics;
 pub mod schedule;
 pub mod settings;

@@ -1,13 +1,15 @@
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
 use dbconn_operator::{
     controller::{self, Context, Scope},
     http::{self, Readiness},
+    leader::{LeaderElector, LeaseConfig},
     metrics::Metrics,
     telemetry::{self, LogFormat},
 };
+use futures::FutureExt;
 use tracing::{error, info};
 
 /// Kubernetes operator that keeps DatabaseConnections checked and reports their health.
@@ -26,6 +28,25 @@ struct Args {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Run only while holding a Lease, so several replicas can run with one active.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "dbconn-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// How long the Lease stays valid without renewal: the longest a failover takes.
+    #[arg(long, env = "LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    dbconn_operator::duration::parse(text).map_err(|e| e.to_string())
 }
 
 #[tokio::main]
@@ -42,8 +63,10 @@ async fn main() -> anyhow::Result<()> {
     info!(
         ?scope,
         concurrency = args.concurrency,
+        leader_election = args.leader_election,
         "starting dbconn-operator"
     );
+
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
     let server = http::serve(args.http_addr, metrics.clone(), readiness.clone());
@@ -52,9 +75,51 @@ async fn main() -> anyhow::Result<()> {
             error!(%error, "the HTTP server stopped; /metrics and probes are unavailable");
         }
     });
-    let ctx = Arc::new(Context::new(client, metrics, readiness));
-    controller::run(ctx, scope, args.concurrency, shutdown_signal()).await;
-    info!("stopped; pools closed");
+    let ctx = Arc::new(Context::new(client.clone(), metrics, readiness.clone()));
+    let shutdown = shutdown_signal().shared();
+
+    if !args.leader_election {
+        controller::run(ctx, scope, args.concurrency, shutdown).await;
+        info!("stopped; pools closed");
+        return Ok(());
+    }
+
+    let identity = args
+        .identity
+        .unwrap_or_else(|| format!("dbconn-operator-{:08x}", rand::random::<u32>()));
+    let lease = LeaseConfig {
+        name: args.lease_name,
+        namespace: args.lease_namespace,
+        identity,
+        duration: args.lease_duration,
+    };
+    let mut elector = LeaderElector::new(client.clone(), lease.clone());
+    // A standby is ready: it serves /metrics and waits for the lease.
+    readiness.set(true);
+    tokio::select! {
+        () = elector.acquire() => {}
+        () = shutdown.clone() => {
+            info!("stopped while standing by");
+            return Ok(());
+        }
+    }
+    readiness.set(false);
+    let (mut lost, renewer) = elector.keep_renewing();
+    let leadership_lost = async move {
+        let _ = lost.wait_for(|lost| *lost).await;
+    }
+    .shared();
+    let stop =
+        futures::future::select(Box::pin(shutdown), Box::pin(leadership_lost.clone())).map(|_| ());
+    controller::run(ctx, scope, args.concurrency, stop).await;
+    if leadership_lost.peek().is_some() {
+        // Exit so the Deployment restarts this replica as a standby, with fresh state.
+        error!("leadership lost; exiting");
+        std::process::exit(1);
+    }
+    renewer.abort();
+    LeaderElector::release(client, &lease).await;
+    info!("stopped; pools closed, lease released");
     Ok(())
 }
 

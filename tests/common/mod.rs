@@ -206,14 +206,20 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, "", &[])
+    }
+
+    /// Starts one more operator on `namespace` with extra flags; `tag` keeps its log apart.
+    pub fn start_with(namespace: &str, tag: &str, extra_args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join("dbconn-e2e-logs");
         std::fs::create_dir_all(&dir).unwrap();
-        let log = dir.join(format!("operator-{namespace}.log"));
+        let log = dir.join(format!("operator-{namespace}{tag}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let http_port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_dbconn-operator"))
             .args(["--namespace", namespace])
             .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+            .args(extra_args)
             .env("KUBECONFIG", TestEnv::get().kubeconfig())
             .env("RUST_LOG", "info,neo4rs=warn,dbconn_operator=debug")
             .stdout(out.try_clone().unwrap())
@@ -256,6 +262,21 @@ impl Operator {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A counter or gauge from /metrics, summed over its series (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.http_get("/metrics").await;
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// True while the process has not exited (it is never restarted by the harness).

@@ -31,3 +31,22 @@ wait_for() {
   done
   die "$what did not answer within ${secs}s (logs in $STATE_DIR)"
 }
+
+# testenv_spawn NAME COMMAND...: run COMMAND in the background in its own session (so a
+# Ctrl-C in the caller's terminal does not reach it), log appended to $STATE_DIR/NAME.log,
+# pid in $STATE_DIR/NAME.pid.
+testenv_spawn() {
+  local name=$1 i; shift
+  local pidf=$STATE_DIR/$name.pid logf=$STATE_DIR/$name.log
+  rm -f "$pidf"
+  echo "=== $(date -u +%FT%TZ) starting: $*" >>"$logf"
+  # The child writes its own pid: setsid may fork, so $! would not be the server's pid.
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidf" "$@" \
+    >>"$logf" 2>&1 </dev/null &
+  for ((i = 0; i < 100; i++)); do
+    if [[ -s $pidf ]]; then return 0; fi
+    sleep 0.05
+  done
+  die "$name did not start (log: $logf)"
+}

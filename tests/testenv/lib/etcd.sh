@@ -1,6 +1,6 @@
 # etcd for the test environment: built from tests/testenv/etcd (a pinned wrapper Go module),
 # run on 127.0.0.1:$ETCD_PORT with its data under $STATE_DIR. Sourced by testenv.sh after
-# common.sh. Also defines the helpers k8s.sh uses (testenv_go_build, testenv_spawn,
+# common.sh. Also defines the helpers k8s.sh uses (testenv_go_build,
 # testenv_wait_up).
 #
 #   etcd_build     build etcd into $CACHE_DIR/etcd-<version>/ unless it is there; link into $BIN_DIR
@@ -70,25 +70,6 @@ testenv_link() {
   local dir=$1 n; shift
   mkdir -p "$BIN_DIR"
   for n in "$@"; do ln -sfn "$dir/$n" "$BIN_DIR/$n"; done
-}
-
-# testenv_spawn NAME COMMAND...: run COMMAND in the background in its own session (so a
-# Ctrl-C in the caller's terminal does not reach it), log appended to $STATE_DIR/NAME.log,
-# pid in $STATE_DIR/NAME.pid.
-testenv_spawn() {
-  local name=$1 i; shift
-  local pidf=$STATE_DIR/$name.pid logf=$STATE_DIR/$name.log
-  rm -f "$pidf"
-  echo "=== $(date -u +%FT%TZ) starting: $*" >>"$logf"
-  # The child writes its own pid: setsid may fork, so $! would not be the server's pid.
-  # shellcheck disable=SC2016 # expanded by the inner bash
-  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidf" "$@" \
-    >>"$logf" 2>&1 </dev/null &
-  for ((i = 0; i < 100; i++)); do
-    if [[ -s $pidf ]]; then return 0; fi
-    sleep 0.05
-  done
-  die "$name did not start (log: $logf)"
 }
 
 # testenv_log_tail NAME: the last lines the current run of NAME logged (since its start marker).

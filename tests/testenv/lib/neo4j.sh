@@ -57,11 +57,10 @@ neo4j_start() {
   mkdir -p "$STATE_DIR/neo4j-data"; : > "$log"
   log "neo4j: starting $NEO4J_VERSION on bolt://127.0.0.1:$NEO4J_BOLT_PORT (log: $log)"
   # The password goes in as an argument: visible in ps, acceptable for a throwaway local test database.
-  nohup "$(neo4j_java)" "${NEO4J_JAVA_OPTS[@]}" -cp "$NEO4J_HOME/classes:$NEO4J_HOME/lib/*" \
-    testenv.Neo4jLauncher "$STATE_DIR/neo4j-data" "$NEO4J_BOLT_PORT" "$NEO4J_TEST_PASSWORD" \
-    </dev/null >"$log" 2>&1 &
-  pid=$!
-  echo "$pid" > "$STATE_DIR/neo4j.pid"
+  # In a session of its own, so it outlives the shell (and process group) that started it.
+  testenv_spawn neo4j "$(neo4j_java)" "${NEO4J_JAVA_OPTS[@]}" -cp "$NEO4J_HOME/classes:$NEO4J_HOME/lib/*" \
+    testenv.Neo4jLauncher "$STATE_DIR/neo4j-data" "$NEO4J_BOLT_PORT" "$NEO4J_TEST_PASSWORD"
+  pid=$(<"$STATE_DIR/neo4j.pid")
   # Ready = the launcher logged a successful Bolt login, and the port answers.
   for ((i=0; i<180*5; i++)); do
     if ! kill -0 "$pid" 2>/dev/null; then
