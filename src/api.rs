@@ -61,17 +61,24 @@ use crate::duration::Duration;
 )]
 #[x_kube(validation = Rule::new(NEO4J_URI_RULE).message(NEO4J_URI_MESSAGE).field_path(".uri"))]
 #[x_kube(validation = Rule::new(TLS_NEEDS_TLS_SCHEME_RULE).message(TLS_NEEDS_TLS_SCHEME_MESSAGE).field_path(".tls"))]
+#[x_kube(validation = Rule::new(POSTGRES_URI_RULE).message(POSTGRES_URI_MESSAGE).field_path(".uri"))]
+#[x_kube(validation = Rule::new(POSTGRES_TLS_RULE).message(POSTGRES_TLS_MESSAGE).field_path(".tls"))]
+#[x_kube(validation = Rule::new(BINDING_NOT_CREDENTIALS_RULE).message("spec.binding.secretName must not be the credentials Secret").field_path(".binding.secretName"))]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseConnectionSpec {
-    /// The database engine: `neo4j`.
+    /// The database engine: `neo4j` or `postgres`.
     pub engine: Engine,
 
     /// Where the server listens, without credentials: for Neo4j `bolt://host:7687`, or with TLS
     /// `bolt+s://`, `neo4j+s://`; the `+ssc` schemes accept any certificate (shown as a warning).
+    /// For PostgreSQL `postgres://host:5432/database?sslmode=verify-full` (or `postgresql://`);
+    /// `sslmode` is `disable` (the default), `require` (encrypted, any certificate: a warning),
+    /// `verify-ca` or `verify-full`, and is the only query parameter allowed.
     #[schemars(length(min = 1, max = 2048))]
     pub uri: String,
 
-    /// The database to use; the server's default database when empty.
+    /// The database to use; the server's default database when empty. For PostgreSQL it may be
+    /// the URI path instead; if both are set they must be equal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 63),
@@ -82,7 +89,8 @@ pub struct DatabaseConnectionSpec {
     /// Where the username and password come from.
     pub credentials: CredentialsSpec,
 
-    /// How the server's certificate is checked, for the TLS schemes.
+    /// How the server's certificate is checked, for the TLS schemes (PostgreSQL: `sslmode=verify-ca`
+    /// or `verify-full`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
 
@@ -101,25 +109,53 @@ pub struct DatabaseConnectionSpec {
     /// Stop probing and close the pool; the last status is kept.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Constraints and indexes the operator keeps in place (Neo4j).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaSpec>,
+
+    /// Publish the verified connection details as a Secret in the servicebinding.io layout,
+    /// for applications to mount. It follows credential rotations and is owned by (and garbage
+    /// collected with) this DatabaseConnection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<BindingSpec>,
 }
 
+/// Where to publish the binding Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingSpec {
+    /// Name of the Secret to write; `<name>-binding` when empty. It must not be the
+    /// credentials Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub secret_name: Option<String>,
+}
+
+const BINDING_NOT_CREDENTIALS_RULE: &str = "!has(self.binding) || !has(self.binding.secretName) || self.binding.secretName != self.credentials.secretRef.name";
 const NEO4J_URI_RULE: &str = r"self.engine != 'neo4j' || self.uri.matches('^(bolt|neo4j)(\\+s|\\+ssc)?://[^/?#@:\\s]+(:[0-9]{1,5})?/?$')";
 const NEO4J_URI_MESSAGE: &str = "for engine neo4j, uri must look like bolt://host:7687 (schemes bolt, bolt+s, bolt+ssc, neo4j, neo4j+s, neo4j+ssc) with no credentials, path or query";
 const TLS_NEEDS_TLS_SCHEME_RULE: &str =
     r"self.engine != 'neo4j' || !has(self.tls) || self.uri.matches('^(bolt|neo4j)\\+s://')";
 const TLS_NEEDS_TLS_SCHEME_MESSAGE: &str = "tls settings apply only to the bolt+s:// and neo4j+s:// schemes (bolt+ssc:// and neo4j+ssc:// skip verification already)";
+const POSTGRES_URI_RULE: &str = r"self.engine != 'postgres' || self.uri.matches('^postgres(ql)?://[^/?#@:\\s]+(:[0-9]{1,5})?(/([A-Za-z0-9][A-Za-z0-9._\\-]{0,62})?)?(\\?sslmode=(disable|require|verify-ca|verify-full))?$')";
+const POSTGRES_URI_MESSAGE: &str = "for engine postgres, uri must look like postgres://host:5432/database (scheme postgres or postgresql) with no credentials; the only query parameter allowed is sslmode=disable|require|verify-ca|verify-full";
+const POSTGRES_TLS_RULE: &str = r"self.engine != 'postgres' || !has(self.tls) || self.uri.matches('[?]sslmode=verify-(ca|full)$')";
+const POSTGRES_TLS_MESSAGE: &str = "for engine postgres, tls settings apply only with sslmode=verify-ca or sslmode=verify-full in the uri (sslmode=require skips verification already)";
 
 /// The engines the operator can connect to.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     Neo4j,
+    Postgres,
 }
 
 impl Engine {
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Neo4j => "neo4j",
+            Engine::Postgres => "postgres",
         }
     }
 }
@@ -316,6 +352,113 @@ impl Default for RetrySpec {
     }
 }
 
+/// Declared Neo4j schema. Statements are built by the operator from these fields, with every
+/// identifier quoted; there is no raw Cypher.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaSpec {
+    /// Constraints, created with `IF NOT EXISTS`.
+    #[serde(default)]
+    #[schemars(length(max = 64), schema_with = "named_list::<ConstraintSpec>")]
+    pub constraints: Vec<ConstraintSpec>,
+    /// Indexes, created with `IF NOT EXISTS`.
+    #[serde(default)]
+    #[schemars(length(max = 64), schema_with = "named_list::<IndexSpec>")]
+    pub indexes: Vec<IndexSpec>,
+    /// Drop constraints and indexes that the operator created and the manifest no longer
+    /// declares. Objects the operator did not create are never dropped.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+/// A constraint on nodes with `label`, or on relationships of `relationshipType`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.label) != has(self.relationshipType)").message("set exactly one of label and relationshipType"))]
+#[x_kube(validation = Rule::new("self.type != 'notNull' || size(self.properties) == 1").message("a notNull constraint takes exactly one property"))]
+#[serde(rename_all = "camelCase")]
+pub struct ConstraintSpec {
+    /// Name of the constraint in Neo4j.
+    #[schemars(length(min = 1, max = 128), regex(pattern = IDENTIFIER))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = IDENTIFIER))]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = IDENTIFIER))]
+    pub relationship_type: Option<String>,
+    /// Properties, in order.
+    #[schemars(length(min = 1, max = 16), schema_with = "identifier_list")]
+    pub properties: Vec<String>,
+    /// `unique`; `nodeKey` and `notNull` need Neo4j Enterprise.
+    #[serde(rename = "type")]
+    pub type_: ConstraintType,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ConstraintType {
+    Unique,
+    NodeKey,
+    NotNull,
+}
+
+/// An index on nodes with `label`, or on relationships of `relationshipType`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.label) != has(self.relationshipType)").message("set exactly one of label and relationshipType"))]
+#[x_kube(validation = Rule::new("!(self.type in ['text', 'point']) || size(self.properties) == 1").message("text and point indexes take exactly one property"))]
+#[serde(rename_all = "camelCase")]
+pub struct IndexSpec {
+    /// Name of the index in Neo4j.
+    #[schemars(length(min = 1, max = 128), regex(pattern = IDENTIFIER))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = IDENTIFIER))]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128), regex(pattern = IDENTIFIER))]
+    pub relationship_type: Option<String>,
+    /// Properties, in order.
+    #[schemars(length(min = 1, max = 16), schema_with = "identifier_list")]
+    pub properties: Vec<String>,
+    /// `range`, `text`, `point` or `fulltext`.
+    #[serde(rename = "type")]
+    pub type_: IndexType,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum IndexType {
+    Range,
+    Text,
+    Point,
+    Fulltext,
+}
+
+/// Letters, digits and underscores, not starting with a digit: safe in Cypher once quoted, and
+/// free of anything that could be mistaken for syntax.
+const IDENTIFIER: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
+
+/// A list keyed by `name`, so the apiserver rejects duplicate names.
+fn named_list<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = <Vec<T>>::json_schema(generator);
+    schema.insert("maxItems".into(), 64.into());
+    schema.insert("x-kubernetes-list-type".into(), "map".into());
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["name"]),
+    );
+    schema
+}
+
+fn identifier_list(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 16,
+        "items": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": IDENTIFIER},
+    })
+}
+
 /// What the operator last observed. Written only when something material changes.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -336,6 +479,44 @@ pub struct DatabaseConnectionStatus {
     /// Which version of the credentials Secret is in use (its resourceVersion, never its content).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<CredentialsStatus>,
+    /// The declared schema as found on the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaStatus>,
+    /// The binding Secret, once written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<BindingStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingStatus {
+    /// Name of the Secret holding the binding.
+    pub name: String,
+}
+
+/// Schema state: what the operator owns and what differs from the manifest.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaStatus {
+    /// Constraints and indexes the operator created; the only ones `prune` may drop.
+    #[serde(default)]
+    pub managed: Vec<String>,
+    /// Declared items in place and online.
+    #[serde(default)]
+    pub in_place: u32,
+    /// Items that differ from the manifest, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<SchemaProblem>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaProblem {
+    pub name: String,
+    /// `Differs`, `Extra`, `EnterpriseRequired`, `ConstraintViolatedByData`, `IndexPopulating`,
+    /// `IndexFailed` or `ApplyFailed`.
+    pub reason: String,
+    pub message: String,
 }
 
 /// Server identity as reported by the server itself.
@@ -345,7 +526,7 @@ pub struct ServerInfo {
     /// Product name, e.g. `Neo4j Kernel`.
     pub agent: String,
     pub version: String,
-    /// e.g. `community` or `enterprise`.
+    /// e.g. `community` or `enterprise`; for PostgreSQL the build's distribution, if it names one.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub edition: String,
 }

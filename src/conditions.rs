@@ -8,6 +8,7 @@ pub const READY: &str = "Ready";
 pub const REACHABLE: &str = "Reachable";
 pub const CREDENTIALS_VALID: &str = "CredentialsValid";
 pub const TLS_VERIFIED: &str = "TLSVerified";
+pub const SCHEMA_READY: &str = "SchemaReady";
 /// kstatus: present (True) only while the operator is still working toward Ready.
 pub const RECONCILING: &str = "Reconciling";
 /// kstatus: present (True) only while progress needs the user to change something.

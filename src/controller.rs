@@ -24,20 +24,26 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     api::{
-        CredentialsStatus, DatabaseConnection, DatabaseConnectionSpec, DatabaseConnectionStatus,
+        BindingStatus, CredentialsStatus, DatabaseConnection, DatabaseConnectionSpec,
+        DatabaseConnectionStatus, ServerInfo,
     },
+    binding,
     conditions::{self, READY},
     credentials::{self, Credentials},
     engine::{self, EngineError},
     http::Readiness,
     metrics::{ConnectionLabels, Metrics},
     schedule,
+    schema_apply::{self, SchemaReport},
     settings::{ConnectionSettings, TlsMode},
     state::{ConnectionState, Key, PoolEntry, Registry, pool_fingerprint},
     status::{self, Facts, Outcome},
 };
 
 pub const FIELD_MANAGER: &str = "dbconn-operator";
+
+/// How soon to look again while an index is still populating.
+const SCHEMA_RECHECK: Duration = Duration::from_secs(5);
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -313,6 +319,8 @@ impl Reconciliation<'_> {
                 secret_resource_version: credentials.secret_resource_version.clone(),
             }),
             latency: None,
+            schema: None,
+            binding: None,
         };
         let delay = match result {
             Ok(latency) => {
@@ -326,14 +334,26 @@ impl Reconciliation<'_> {
                     .as_ref()
                     .expect("a successful probe has a pool");
                 let server = entry.server.clone().unwrap_or_default();
+                let schema = self.sync_schema(&server).await;
+                let check_soon = schema.as_ref().is_some_and(|r| r.check_soon);
+                let binding = self.sync_binding(&settings, &credentials).await;
+                let facts = Facts {
+                    schema: schema.map(|r| (r.status, r.condition)),
+                    binding,
+                    ..facts_base
+                };
                 let outcome = Outcome::Connected {
                     server: &server,
                     endpoint: &settings.endpoint,
                     user: &credentials.username,
                 };
-                self.report_with_latency(&outcome, facts_base, latency)
-                    .await?;
-                schedule::after_success(&settings, rand::random())
+                self.report_with_latency(&outcome, facts, latency).await?;
+                let next = schedule::after_success(&settings, rand::random());
+                if check_soon {
+                    next.min(SCHEMA_RECHECK)
+                } else {
+                    next
+                }
             }
             Err(error) => {
                 self.state.consecutive_failures = self.state.consecutive_failures.saturating_add(1);
@@ -353,6 +373,125 @@ impl Reconciliation<'_> {
         };
         self.state.next_probe = Some(Instant::now() + delay);
         Ok(Action::requeue(delay))
+    }
+
+    /// Runs a schema pass when the manifest declares a schema (or the operator still owns items
+    /// from an earlier one), and announces what it changed.
+    async fn sync_schema(&self, server: &ServerInfo) -> Option<SchemaReport> {
+        let previous = self.obj.status.as_ref().and_then(|s| s.schema.as_ref());
+        let declared = self.obj.spec.schema.as_ref();
+        if declared.is_none() && previous.is_none_or(|p| p.managed.is_empty()) {
+            return None;
+        }
+        let spec = declared.cloned().unwrap_or_default();
+        let pool = self.state.pool.as_ref()?;
+        let Some(ops) = pool.pool.schema() else {
+            let condition = conditions::Desired::new(
+                conditions::SCHEMA_READY,
+                conditions::Status::False,
+                "SchemaNotSupported",
+                format!(
+                    "engine {} has no declarative schema; remove spec.schema",
+                    self.obj.spec.engine.as_str()
+                ),
+            );
+            return Some(SchemaReport::unsupported(condition));
+        };
+        let report = schema_apply::reconcile(ops, &spec, previous, server).await;
+        if let Some(labels) = &self.state.labels {
+            self.ctx
+                .metrics
+                .schema_changed(labels, report.changes.len());
+        }
+        let reference = self.obj.object_ref(&());
+        let mut events = Vec::new();
+        if !report.repaired.is_empty() {
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: "SchemaDrift".into(),
+                note: Some(format!(
+                    "{} went missing on the server and was created again.",
+                    report.repaired.join(", ")
+                )),
+                action: "ApplySchema".into(),
+                secondary: None,
+            });
+        }
+        if !report.changes.is_empty() {
+            info!(changes = ?report.changes, "schema changed");
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: "SchemaApplied".into(),
+                note: Some(report.changes.join("; ")),
+                action: "ApplySchema".into(),
+                secondary: None,
+            });
+        }
+        for event in events {
+            if let Err(error) = self.ctx.recorder.publish(&event, &reference).await {
+                warn!(%error, "cannot publish event");
+            }
+        }
+        Some(report)
+    }
+
+    /// Keeps the binding Secret in step with the verified credentials, or removes it once
+    /// `spec.binding` is gone. Returns the status change, if any.
+    async fn sync_binding(
+        &mut self,
+        settings: &ConnectionSettings,
+        credentials: &Credentials,
+    ) -> Option<Option<BindingStatus>> {
+        let previous = self.obj.status.as_ref().and_then(|s| s.binding.clone());
+        let namespace = self.obj.namespace().unwrap_or_default();
+        let Some(name) = binding::secret_name(self.obj) else {
+            let old = previous?;
+            self.state.binding_written = None;
+            return match binding::delete(&self.ctx.client, &namespace, &old.name).await {
+                Ok(()) => Some(None),
+                Err(error) => {
+                    warn!(%error, secret = %old.name, "cannot delete the binding Secret; will retry");
+                    None
+                }
+            };
+        };
+        let mut hasher = DefaultHasher::new();
+        (
+            &name,
+            &settings.uri,
+            &settings.database,
+            credentials.fingerprint(),
+        )
+            .hash(&mut hasher);
+        let key = hasher.finish();
+        let unchanged = previous.as_ref().is_some_and(|b| b.name == name);
+        if unchanged && self.state.binding_written == Some(key) {
+            return None;
+        }
+        let secret = binding::desired(self.obj, &name, settings, credentials);
+        if let Err(error) = binding::write(&self.ctx.client, &secret).await {
+            warn!(%error, secret = %name, "cannot write the binding Secret; will retry");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "BindingFailed".into(),
+                note: Some(format!(
+                    "Cannot write the binding Secret {name:?}: {error}. Check the operator's RBAC for Secrets."
+                )),
+                action: "WriteBinding".into(),
+                secondary: None,
+            };
+            let _ = self
+                .ctx
+                .recorder
+                .publish(&event, &self.obj.object_ref(&()))
+                .await;
+            return None;
+        }
+        self.state.binding_written = Some(key);
+        if let Some(old) = previous.filter(|b| b.name != name) {
+            let _ = binding::delete(&self.ctx.client, &namespace, &old.name).await;
+        }
+        Some(Some(BindingStatus { name }))
     }
 
     /// A probe is forced when any of these change; otherwise it waits for its time.

@@ -22,9 +22,25 @@ pub fn neo4j_spec(secret: &str) -> DatabaseConnectionSpec {
         health_check: Default::default(),
         retry: Default::default(),
         suspend: false,
+        schema: None,
+        binding: None,
     }
 }
 
 pub fn neo4j_settings() -> ConnectionSettings {
     ConnectionSettings::from_spec(&neo4j_spec("creds")).expect("fixture spec is valid")
+}
+
+/// A PostgreSQL spec: the Neo4j one with the engine and URI swapped, so new spec fields need
+/// no second edit here.
+pub fn postgres_spec(secret: &str) -> DatabaseConnectionSpec {
+    DatabaseConnectionSpec {
+        engine: Engine::Postgres,
+        uri: "postgres://127.0.0.1:5432/app".into(),
+        ..neo4j_spec(secret)
+    }
+}
+
+pub fn postgres_settings() -> ConnectionSettings {
+    ConnectionSettings::from_spec(&postgres_spec("creds")).expect("fixture spec is valid")
 }

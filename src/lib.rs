@@ -1,6 +1,7 @@
 //! dbconn-operator: declarative, checked database connections for Kubernetes.
 
 pub mod api;
+pub mod binding;
 pub mod conditions;
 pub mod controller;
 pub mod credentials;
@@ -11,6 +12,8 @@ pub mod latency;
 pub mod leader;
 pub mod metrics;
 pub mod schedule;
+pub mod schema;
+pub mod schema_apply;
 pub mod settings;
 pub mod state;
 pub mod status;

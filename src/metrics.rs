@@ -45,6 +45,7 @@ pub struct Metrics {
     probe_duration: Family<ConnectionLabels, Histogram, ProbeBuckets>,
     probe_failures: Family<FailureLabels, Counter>,
     credential_reloads: Family<ConnectionLabels, Counter>,
+    schema_operations: Family<ConnectionLabels, Counter>,
     reconciles: Counter,
     reconcile_errors: Counter,
     reconcile_duration: Histogram,
@@ -72,6 +73,7 @@ impl Default for Metrics {
             probe_duration: Family::new_with_constructor(ProbeBuckets),
             probe_failures: Family::default(),
             credential_reloads: Family::default(),
+            schema_operations: Family::default(),
             reconciles: Counter::default(),
             reconcile_errors: Counter::default(),
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
@@ -98,6 +100,11 @@ impl Default for Metrics {
             "credential_reloads",
             "Times new credentials from the Secret took effect",
             metrics.credential_reloads.clone(),
+        );
+        registry.register(
+            "schema_operations",
+            "Constraints and indexes created or dropped",
+            metrics.schema_operations.clone(),
         );
         registry.register("reconciles", "Reconciles run", metrics.reconciles.clone());
         registry.register(
@@ -156,6 +163,14 @@ impl Metrics {
         self.credential_reloads.get_or_create(labels).inc();
     }
 
+    pub fn schema_changed(&self, labels: &ConnectionLabels, operations: usize) {
+        if operations > 0 {
+            self.schema_operations
+                .get_or_create(labels)
+                .inc_by(operations as u64);
+        }
+    }
+
     pub fn status_written(&self) {
         self.status_writes.inc();
     }
@@ -182,6 +197,7 @@ impl Metrics {
         self.connection_up.remove(labels);
         self.probe_duration.remove(labels);
         self.credential_reloads.remove(labels);
+        self.schema_operations.remove(labels);
         for reason in FAILURE_REASONS {
             self.probe_failures.remove(&FailureLabels {
                 namespace: labels.namespace.clone(),

@@ -19,7 +19,14 @@ pub struct ConnectionSettings {
     pub uri: String,
     /// `host:port`, for messages.
     pub endpoint: String,
+    /// The host and port from the URI (the port defaulted per engine), for drivers that take them apart.
+    pub host: String,
+    pub port: u16,
     pub tls: TlsMode,
+    /// Whether the certificate must name `host`. False only for PostgreSQL's `sslmode=verify-ca`,
+    /// which checks that the certificate chains to a trusted CA and nothing more.
+    pub verify_hostname: bool,
+    /// From `spec.database`, or for PostgreSQL from the URI path.
     pub database: Option<String>,
     pub pool: PoolSettings,
     pub health: HealthSettings,
@@ -31,7 +38,8 @@ pub enum TlsMode {
     Plain,
     /// Verify the server against the system roots, or against this CA.
     Verified(Option<CaSecretRef>),
-    /// Accept any certificate: `insecureSkipVerify` or a `+ssc` scheme.
+    /// Encrypt but accept any certificate: `insecureSkipVerify`, a `+ssc` scheme, or PostgreSQL's
+    /// `sslmode=require`.
     InsecureSkipVerify,
 }
 
@@ -61,8 +69,13 @@ pub struct RetrySettings {
 /// A spec the operator cannot act on. Each message names the field and how to fix it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
-    #[error("spec.uri {uri:?} is not a valid URI ({detail}); write it like bolt://host:7687")]
-    MalformedUri { uri: String, detail: String },
+    #[error("spec.uri {uri:?} is not a valid URI ({detail}); write it like {example}")]
+    MalformedUri {
+        /// The URI with anything before an `@` masked.
+        uri: String,
+        detail: String,
+        example: &'static str,
+    },
     #[error(
         "spec.uri scheme {scheme:?} is not supported for engine {engine}; use one of {supported}"
     )]
@@ -95,15 +108,47 @@ pub enum SpecError {
     TlsConflict,
     #[error("spec.tls applies only to TLS schemes (bolt+s://, neo4j+s://); the uri uses {0}://")]
     TlsWithoutTlsScheme(String),
+    #[error(
+        "spec.tls applies only with sslmode=verify-ca or sslmode=verify-full in spec.uri (sslmode=require skips verification already)"
+    )]
+    TlsWithoutVerifyingSslMode,
+    #[error(
+        "spec.uri for postgres may carry only a database path and ?sslmode=...; put the login in the Secret named by spec.credentials.secretRef and other settings in the spec"
+    )]
+    UnexpectedPostgresUriParts,
+    #[error(
+        "the database in spec.uri must be one name like spec.database (letters, digits, '.', '_', '-'; at most 63)"
+    )]
+    InvalidDatabaseInUri,
+    #[error(
+        "spec.database {in_spec:?} differs from the database {in_uri:?} in spec.uri; name it in one place"
+    )]
+    DatabaseConflict { in_spec: String, in_uri: String },
+    #[error(
+        "spec.uri sslmode={0} falls back silently between plain and TLS, so the operator could not report which one is in use; use sslmode=disable, require, verify-ca or verify-full"
+    )]
+    SslModeFallback(&'static str),
+    #[error("spec.uri sslmode is not supported; use disable, require, verify-ca or verify-full")]
+    UnsupportedSslMode,
     #[error("{field} must be at least 1")]
     ZeroCount { field: &'static str },
 }
 
 const NEO4J_SCHEMES: &str = "bolt://, bolt+s://, bolt+ssc://, neo4j://, neo4j+s://, neo4j+ssc://";
+const POSTGRES_SCHEMES: &str = "postgres://, postgresql://";
 
 impl ConnectionSettings {
     pub fn from_spec(spec: &DatabaseConnectionSpec) -> Result<Self, SpecError> {
-        let (endpoint, tls) = parse_uri(spec)?;
+        let uri = parse_uri(spec)?;
+        let database = match (
+            spec.database.clone().filter(|d| !d.is_empty()),
+            uri.database,
+        ) {
+            (Some(in_spec), Some(in_uri)) if in_spec != in_uri => {
+                return Err(SpecError::DatabaseConflict { in_spec, in_uri });
+            }
+            (in_spec, in_uri) => in_spec.or(in_uri),
+        };
         let pool = PoolSettings {
             max_size: count("spec.pool.maxSize", spec.pool.max_size)?,
             connection_timeout: positive(
@@ -136,9 +181,12 @@ impl ConnectionSettings {
         Ok(Self {
             engine: spec.engine,
             uri: spec.uri.clone(),
-            endpoint,
-            tls,
-            database: spec.database.clone().filter(|d| !d.is_empty()),
+            endpoint: format!("{}:{}", uri.host, uri.port),
+            host: uri.host,
+            port: uri.port,
+            tls: uri.tls,
+            verify_hostname: uri.verify_hostname,
+            database,
             pool,
             health,
             retry,
@@ -146,10 +194,23 @@ impl ConnectionSettings {
     }
 }
 
-fn parse_uri(spec: &DatabaseConnectionSpec) -> Result<(String, TlsMode), SpecError> {
+/// What `spec.uri` says, validated for its engine.
+struct UriParts {
+    host: String,
+    port: u16,
+    tls: TlsMode,
+    verify_hostname: bool,
+    database: Option<String>,
+}
+
+fn parse_uri(spec: &DatabaseConnectionSpec) -> Result<UriParts, SpecError> {
     let url = Url::parse(&spec.uri).map_err(|e| SpecError::MalformedUri {
-        uri: spec.uri.clone(),
+        uri: mask_userinfo(&spec.uri),
         detail: e.to_string(),
+        example: match spec.engine {
+            Engine::Neo4j => "bolt://host:7687",
+            Engine::Postgres => "postgres://host:5432/database?sslmode=verify-full",
+        },
     })?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(SpecError::CredentialsInUri);
@@ -157,21 +218,33 @@ fn parse_uri(spec: &DatabaseConnectionSpec) -> Result<(String, TlsMode), SpecErr
     let host = url
         .host_str()
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| SpecError::MissingHost(spec.uri.clone()))?;
-    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-        return Err(SpecError::UnexpectedUriParts);
-    }
+        .ok_or_else(|| SpecError::MissingHost(spec.uri.clone()))?
+        .to_owned();
     let scheme = url.scheme();
-    let scheme_tls = match (spec.engine, scheme) {
-        (Engine::Neo4j, "bolt" | "neo4j") => TlsMode::Plain,
-        (Engine::Neo4j, "bolt+s" | "neo4j+s") => TlsMode::Verified(None),
-        (Engine::Neo4j, "bolt+ssc" | "neo4j+ssc") => TlsMode::InsecureSkipVerify,
-        (engine, other) => {
-            return Err(SpecError::UnsupportedScheme {
-                scheme: other.to_owned(),
-                engine: engine.as_str(),
-                supported: NEO4J_SCHEMES,
-            });
+    let unsupported = |supported| SpecError::UnsupportedScheme {
+        scheme: scheme.to_owned(),
+        engine: spec.engine.as_str(),
+        supported,
+    };
+    let (scheme_tls, verify_hostname, database) = match spec.engine {
+        Engine::Neo4j => {
+            if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some()
+            {
+                return Err(SpecError::UnexpectedUriParts);
+            }
+            let tls = match scheme {
+                "bolt" | "neo4j" => TlsMode::Plain,
+                "bolt+s" | "neo4j+s" => TlsMode::Verified(None),
+                "bolt+ssc" | "neo4j+ssc" => TlsMode::InsecureSkipVerify,
+                _ => return Err(unsupported(NEO4J_SCHEMES)),
+            };
+            (tls, true, None)
+        }
+        Engine::Postgres => {
+            if !matches!(scheme, "postgres" | "postgresql") {
+                return Err(unsupported(POSTGRES_SCHEMES));
+            }
+            postgres_parts(&url)?
         }
     };
     let tls = match (&spec.tls, scheme_tls) {
@@ -181,15 +254,79 @@ fn parse_uri(spec: &DatabaseConnectionSpec) -> Result<(String, TlsMode), SpecErr
             (ca, false) => TlsMode::Verified(ca.clone()),
             (None, true) => TlsMode::InsecureSkipVerify,
         },
-        (Some(_), _) => return Err(SpecError::TlsWithoutTlsScheme(scheme.to_owned())),
+        (Some(_), _) => {
+            return Err(match spec.engine {
+                Engine::Neo4j => SpecError::TlsWithoutTlsScheme(scheme.to_owned()),
+                Engine::Postgres => SpecError::TlsWithoutVerifyingSslMode,
+            });
+        }
     };
-    let port = url.port().unwrap_or(default_port(spec.engine));
-    Ok((format!("{host}:{port}"), tls))
+    Ok(UriParts {
+        port: url.port().unwrap_or(default_port(spec.engine)),
+        host,
+        tls,
+        verify_hostname,
+        database,
+    })
+}
+
+/// The PostgreSQL URI's path and query: `[/database][?sslmode=MODE]`, nothing else.
+///
+/// `sslmode` follows libpq's names: `disable` (the default here, as `bolt://` is for Neo4j)
+/// is plain TCP; `require` encrypts without checking the certificate (reported like
+/// `insecureSkipVerify`); `verify-ca` checks that the certificate chains to a trusted CA;
+/// `verify-full` also checks that it names the host. libpq's `prefer` and `allow` are refused:
+/// they fall back silently, and status could not say which one happened.
+fn postgres_parts(url: &Url) -> Result<(TlsMode, bool, Option<String>), SpecError> {
+    if url.fragment().is_some() {
+        return Err(SpecError::UnexpectedPostgresUriParts);
+    }
+    let database = match url.path().strip_prefix('/') {
+        None | Some("") => None,
+        Some(name) if is_database_name(name) => Some(name.to_owned()),
+        Some(_) => return Err(SpecError::InvalidDatabaseInUri),
+    };
+    let mut sslmode = None;
+    for (key, value) in url.query_pairs() {
+        if key != "sslmode" || sslmode.is_some() {
+            return Err(SpecError::UnexpectedPostgresUriParts);
+        }
+        sslmode = Some(value);
+    }
+    let (tls, verify_hostname) = match sslmode.as_deref().unwrap_or("disable") {
+        "disable" => (TlsMode::Plain, true),
+        "require" => (TlsMode::InsecureSkipVerify, true),
+        "verify-ca" => (TlsMode::Verified(None), false),
+        "verify-full" => (TlsMode::Verified(None), true),
+        "prefer" => return Err(SpecError::SslModeFallback("prefer")),
+        "allow" => return Err(SpecError::SslModeFallback("allow")),
+        _ => return Err(SpecError::UnsupportedSslMode),
+    };
+    Ok((tls, verify_hostname, database))
+}
+
+/// The same rule as `spec.database`'s schema: `^[A-Za-z0-9][A-Za-z0-9._-]*$`, 1 to 63 characters.
+fn is_database_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A URI for an error message: anything between `://` and the last `@` (a login) is masked.
+fn mask_userinfo(uri: &str) -> String {
+    match (uri.split_once("://"), uri.rfind('@')) {
+        (Some((scheme, _)), Some(at)) if at > scheme.len() => {
+            format!("{scheme}://***{}", &uri[at..])
+        }
+        _ => uri.to_owned(),
+    }
 }
 
 fn default_port(engine: Engine) -> u16 {
     match engine {
         Engine::Neo4j => 7687,
+        Engine::Postgres => 5432,
     }
 }
 
@@ -297,6 +434,135 @@ mod tests {
             message.starts_with("spec.healthCheck.interval: \"soon\" is not a duration"),
             "{message}"
         );
+    }
+
+    fn postgres(uri: &str) -> Result<ConnectionSettings, SpecError> {
+        let mut spec = fixtures::postgres_spec("creds");
+        spec.uri = uri.into();
+        ConnectionSettings::from_spec(&spec)
+    }
+
+    #[test]
+    fn postgres_uris_give_host_port_and_database() {
+        let settings = postgres("postgres://db.example/app").unwrap();
+        assert_eq!(
+            (
+                settings.host.as_str(),
+                settings.port,
+                settings.endpoint.as_str()
+            ),
+            ("db.example", 5432, "db.example:5432")
+        );
+        assert_eq!(settings.database.as_deref(), Some("app"));
+        let settings = postgres("postgresql://10.0.0.7:6432/").unwrap();
+        assert_eq!((settings.port, settings.database), (6432, None));
+    }
+
+    #[test]
+    fn sslmode_maps_to_tls_mode() {
+        let cases = [
+            ("", TlsMode::Plain, true),
+            ("?sslmode=disable", TlsMode::Plain, true),
+            ("?sslmode=require", TlsMode::InsecureSkipVerify, true),
+            ("?sslmode=verify-ca", TlsMode::Verified(None), false),
+            ("?sslmode=verify-full", TlsMode::Verified(None), true),
+        ];
+        for (query, tls, verify_hostname) in cases {
+            let settings = postgres(&format!("postgres://db:5432/app{query}")).unwrap();
+            assert_eq!(
+                (settings.tls, settings.verify_hostname),
+                (tls, verify_hostname),
+                "{query}"
+            );
+        }
+        for fallback in ["prefer", "allow"] {
+            let err = postgres(&format!("postgres://db/app?sslmode={fallback}")).unwrap_err();
+            assert!(err.to_string().contains("falls back silently"), "{err}");
+        }
+        assert_eq!(
+            postgres("postgres://db/app?sslmode=on").unwrap_err(),
+            SpecError::UnsupportedSslMode
+        );
+    }
+
+    #[test]
+    fn postgres_uris_carry_nothing_but_database_and_sslmode() {
+        let err = |uri: &str| postgres(uri).unwrap_err();
+        assert_eq!(err("postgres://app:pw@db/app"), SpecError::CredentialsInUri);
+        for uri in [
+            "postgres://db/app?password=hunter2",
+            "postgres://db/app?sslmode=disable&sslmode=require",
+            "postgres://db/app#x",
+        ] {
+            assert_eq!(err(uri), SpecError::UnexpectedPostgresUriParts, "{uri}");
+            assert!(!err(uri).to_string().contains("hunter2"));
+        }
+        assert_eq!(err("postgres://db/a/b"), SpecError::InvalidDatabaseInUri);
+        assert_eq!(err("postgres://db/%20x"), SpecError::InvalidDatabaseInUri);
+        assert!(matches!(
+            err("bolt://db:7687"),
+            SpecError::UnsupportedScheme {
+                engine: "postgres",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn database_comes_from_the_uri_or_the_spec_but_not_two_different_ones() {
+        let mut spec = fixtures::postgres_spec("creds");
+        spec.uri = "postgres://db:5432".into();
+        spec.database = Some("orders".into());
+        let settings = ConnectionSettings::from_spec(&spec).unwrap();
+        assert_eq!(settings.database.as_deref(), Some("orders"));
+
+        spec.uri = "postgres://db:5432/orders".into();
+        assert!(ConnectionSettings::from_spec(&spec).is_ok());
+
+        spec.uri = "postgres://db:5432/billing".into();
+        assert_eq!(
+            ConnectionSettings::from_spec(&spec).unwrap_err(),
+            SpecError::DatabaseConflict {
+                in_spec: "orders".into(),
+                in_uri: "billing".into()
+            }
+        );
+    }
+
+    #[test]
+    fn postgres_tls_settings_need_a_verifying_sslmode() {
+        let mut spec = fixtures::postgres_spec("creds");
+        let ca = CaSecretRef {
+            name: "pg-ca".into(),
+            key: "ca.crt".into(),
+        };
+        spec.tls = Some(TlsSpec {
+            ca_secret_ref: Some(ca.clone()),
+            insecure_skip_verify: false,
+        });
+        for mode in ["verify-ca", "verify-full"] {
+            spec.uri = format!("postgres://db/app?sslmode={mode}");
+            let settings = ConnectionSettings::from_spec(&spec).unwrap();
+            assert_eq!(settings.tls, TlsMode::Verified(Some(ca.clone())), "{mode}");
+        }
+        for uri in ["postgres://db/app?sslmode=require", "postgres://db/app"] {
+            spec.uri = uri.into();
+            assert_eq!(
+                ConnectionSettings::from_spec(&spec).unwrap_err(),
+                SpecError::TlsWithoutVerifyingSslMode,
+                "{uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_uri_messages_mask_a_login() {
+        let message = postgres("postgres://app:hunter2@db:99999/app")
+            .unwrap_err()
+            .to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("postgres://***@db:99999/app"), "{message}");
+        assert!(message.contains("write it like postgres://"), "{message}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct ConnectionState {
     pub latency: LatencyTracker,
     /// The metric labels this connection's series were written under.
     pub labels: Option<ConnectionLabels>,
+    /// Hash of what the binding Secret was last written from.
+    pub binding_written: Option<u64>,
 }
 
 impl ConnectionState {

@@ -6,7 +6,10 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::{
-    api::{CredentialsStatus, DatabaseConnectionStatus, ProbeStatus, ServerInfo},
+    api::{
+        BindingStatus, CredentialsStatus, DatabaseConnectionStatus, ProbeStatus, SchemaStatus,
+        ServerInfo,
+    },
     conditions::{
         self, CREDENTIALS_VALID, Change, Desired, REACHABLE, READY, RECONCILING, STALLED,
         Status::{False, True},
@@ -44,6 +47,10 @@ pub struct Facts {
     pub credentials: Option<CredentialsStatus>,
     /// The latency to record, already filtered for material change by the caller.
     pub latency: Option<Duration>,
+    /// The schema pass's result, when one ran.
+    pub schema: Option<(SchemaStatus, Desired)>,
+    /// The binding Secret: `Some(None)` once removed, `None` to leave status as it is.
+    pub binding: Option<Option<BindingStatus>>,
 }
 
 pub fn desired(
@@ -55,7 +62,16 @@ pub fn desired(
 ) -> DatabaseConnectionStatus {
     let mut changes = outcome_changes(previous, outcome);
     changes.push(tls_change(facts.insecure_tls));
+    if let Some((_, condition)) = &facts.schema {
+        changes.push(Change::Set(condition.clone()));
+    }
     let mut next = previous.clone();
+    if let Some((schema, _)) = &facts.schema {
+        next.schema = Some(schema.clone());
+    }
+    if let Some(binding) = &facts.binding {
+        next.binding = binding.clone();
+    }
     next.conditions = conditions::merge(&previous.conditions, &changes, generation, now);
     next.observed_generation = generation;
     if let Some(credentials) = &facts.credentials {
@@ -86,7 +102,7 @@ fn tls_change(insecure: Option<bool>) -> Change {
             TLS_VERIFIED,
             False,
             "InsecureSkipVerify",
-            "TLS certificate verification is off (spec.tls.insecureSkipVerify or a +ssc scheme): the connection is encrypted but the server is not authenticated. Set spec.tls.caSecretRef and a +s scheme instead.",
+            "TLS certificate verification is off (spec.tls.insecureSkipVerify, a +ssc scheme or sslmode=require): the connection is encrypted but the server is not authenticated. Set spec.tls.caSecretRef and a +s scheme or sslmode=verify-full instead.",
         )),
         _ => Change::Remove(TLS_VERIFIED),
     }

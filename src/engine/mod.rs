@@ -2,6 +2,7 @@
 //! database failure is classified. One implementation per engine; `for_engine` wires them.
 
 pub mod neo4j;
+pub mod postgres;
 
 use std::{sync::Arc, time::Duration};
 
@@ -30,11 +31,24 @@ pub trait Pool: Send + Sync {
     fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>>;
     /// Asks the server what it is; run when a pool is new.
     fn identify(&self) -> BoxFuture<'_, Result<ServerInfo, EngineError>>;
+    /// Schema management, for engines that have it.
+    fn schema(&self) -> Option<&dyn SchemaOps> {
+        None
+    }
+}
+
+/// Reading and changing constraints and indexes (Neo4j).
+pub trait SchemaOps: Send + Sync {
+    /// Every constraint, and every index that no constraint owns.
+    fn existing(&self) -> BoxFuture<'_, Result<Vec<crate::schema::Existing>, EngineError>>;
+    /// Runs one statement built by `crate::schema`.
+    fn execute(&self, statement: String) -> BoxFuture<'_, Result<(), EngineError>>;
 }
 
 pub fn for_engine(engine: Engine) -> &'static dyn Connector {
     match engine {
         Engine::Neo4j => &neo4j::Neo4jConnector,
+        Engine::Postgres => &postgres::PostgresConnector,
     }
 }
 
@@ -125,7 +139,7 @@ impl EngineError {
                 "Create the database on the server or correct spec.database."
             }
             EngineError::Tls(_) => {
-                "Check the scheme in spec.uri and the CA in spec.tls.caSecretRef."
+                "Check the scheme (PostgreSQL: sslmode) in spec.uri and the CA in spec.tls.caSecretRef."
             }
             EngineError::Transient(_) => "Retrying with backoff.",
             EngineError::QueryFailed(_) => {

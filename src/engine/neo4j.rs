@@ -7,10 +7,11 @@ use neo4rs::{
     ConfigBuilder, Graph, Neo4jClientErrorKind, Neo4jErrorKind, Neo4jSecurityErrorKind, query,
 };
 
-use super::{Connector, EngineError, Pool};
+use super::{Connector, EngineError, Pool, SchemaOps};
 use crate::{
     api::ServerInfo,
     credentials::Credentials,
+    schema::Existing,
     settings::{ConnectionSettings, TlsMode},
 };
 
@@ -132,6 +133,51 @@ impl Pool for Neo4jPool {
             info.ok_or_else(|| {
                 EngineError::QueryFailed("dbms.components() returned no rows".into())
             })
+        }
+        .boxed()
+    }
+
+    fn schema(&self) -> Option<&dyn SchemaOps> {
+        Some(self)
+    }
+}
+
+impl SchemaOps for Neo4jPool {
+    fn existing(&self) -> BoxFuture<'_, Result<Vec<Existing>, EngineError>> {
+        async move {
+            let mut found = Vec::new();
+            let constraints = "SHOW CONSTRAINTS YIELD name, type, entityType, labelsOrTypes, properties \
+                               RETURN name, type, entityType, labelsOrTypes, properties, 'ONLINE' AS state, 100.0 AS populationPercent, true AS isConstraint";
+            let indexes = "SHOW INDEXES YIELD name, type, entityType, labelsOrTypes, properties, state, populationPercent, owningConstraint \
+                           WHERE owningConstraint IS NULL AND type <> 'LOOKUP' \
+                           RETURN name, type, entityType, labelsOrTypes, properties, state, populationPercent, false AS isConstraint";
+            for statement in [constraints, indexes] {
+                let mut rows = self.graph.execute(query(statement)).await.map_err(|e| self.target.classify(e))?;
+                while let Some(row) = rows.next().await.map_err(|e| self.target.classify(e))? {
+                    found.push(Existing {
+                        name: row.get("name").unwrap_or_default(),
+                        is_constraint: row.get("isConstraint").unwrap_or_default(),
+                        type_: row.get("type").unwrap_or_default(),
+                        entity: row.get("entityType").unwrap_or_default(),
+                        labels_or_types: row.get::<Option<Vec<String>>>("labelsOrTypes").ok().flatten().unwrap_or_default(),
+                        properties: row.get::<Option<Vec<String>>>("properties").ok().flatten().unwrap_or_default(),
+                        state: row.get("state").unwrap_or_default(),
+                        population_percent: row.get("populationPercent").unwrap_or_default(),
+                    });
+                }
+            }
+            Ok(found)
+        }
+        .boxed()
+    }
+
+    fn execute(&self, statement: String) -> BoxFuture<'_, Result<(), EngineError>> {
+        async move {
+            self.graph
+                .run(query(&statement))
+                .await
+                .map_err(|e| self.target.classify(e))?;
+            Ok(())
         }
         .boxed()
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 pub mod neo4j;
+pub mod postgres;
 pub mod proxy;
 
 use std::{

@@ -42,3 +42,27 @@ pub async fn set_password(name: &str, password: &str) {
 pub fn unique_user(prefix: &str) -> String {
     format!("{prefix}_{:08x}", rand::random::<u32>())
 }
+
+/// Runs one admin statement on the default database.
+pub async fn run(statement: &str) {
+    admin()
+        .run(query(statement))
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
+/// Names of every constraint and index on the default database.
+pub async fn schema_names() -> Vec<String> {
+    let graph = admin();
+    let mut names = Vec::new();
+    for statement in ["SHOW CONSTRAINTS YIELD name", "SHOW INDEXES YIELD name"] {
+        let mut rows = graph
+            .execute(query(statement))
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        while let Some(row) = rows.next().await.unwrap() {
+            names.push(row.get::<String>("name").unwrap());
+        }
+    }
+    names
+}

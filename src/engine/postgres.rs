@@ -1,0 +1,369 @@
+//! PostgreSQL through `deadpool-postgres` 0.14 over `tokio-postgres` 0.7, TLS by rustls.
+//!
+//! Why this pair and not sqlx:
+//! - tokio-postgres is the maintained async driver of the rust-postgres project; its errors carry
+//!   the server's SQLSTATE as a typed `SqlState`, which is what the reasons below are made from.
+//! - deadpool-postgres is a thin, maintained pool whose knobs map one to one onto `spec.pool`:
+//!   `max_size`, and `Timeouts { wait, create, recycle }` for acquisitionTimeout and
+//!   connectionTimeout. sqlx would bring a query layer, macros, migrations and its own TLS and
+//!   runtime feature matrix that a probe of two statements does not use.
+//! - TLS plugs in as a `MakeTlsConnect`: tokio-postgres-rustls with the rustls + ring that kube
+//!   already builds, so there is no OpenSSL and no second crypto provider (see `postgres/tls.rs`).
+//!
+//! Pool lifetime and idle limits are enforced by the reconciler, which renews the whole pool
+//! (`state::PoolEntry::expired`); `spec.pool.fetchSize` has no use here (probes read one row).
+
+mod tls;
+
+use std::{sync::Arc, time::Duration};
+
+use deadpool_postgres::{
+    Manager, ManagerConfig, PoolError, RecyclingMethod, Runtime, TimeoutType, Timeouts,
+};
+use futures::{FutureExt, future::BoxFuture};
+use tokio_postgres::{NoTls, SimpleQueryMessage, config::SslMode};
+
+use super::{Connector, EngineError, Pool};
+use crate::{
+    api::ServerInfo,
+    credentials::Credentials,
+    settings::{ConnectionSettings, TlsMode},
+};
+
+pub struct PostgresConnector;
+
+struct PostgresPool {
+    pool: deadpool_postgres::Pool,
+    target: Target,
+}
+
+impl Connector for PostgresConnector {
+    fn open(
+        &self,
+        settings: &ConnectionSettings,
+        credentials: &Credentials,
+    ) -> Result<Arc<dyn Pool>, EngineError> {
+        let limits = &settings.pool;
+        let mut config = tokio_postgres::Config::new();
+        config
+            // An IPv6 literal comes out of the URI in brackets; the driver wants it bare.
+            .host(settings.host.trim_start_matches('[').trim_end_matches(']'))
+            .port(settings.port)
+            .user(&credentials.username)
+            .password(credentials.password.expose())
+            .connect_timeout(limits.connection_timeout)
+            .application_name("dbconn-operator")
+            .ssl_mode(match settings.tls {
+                TlsMode::Plain => SslMode::Disable,
+                _ => SslMode::Require,
+            });
+        if let Some(db) = &settings.database {
+            config.dbname(db);
+        }
+        // `Fast` recycling only checks that the connection is still open: the probe that follows
+        // is itself the round trip that proves the server answers.
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls::connector(settings, credentials.ca_pem.as_deref())? {
+            None => Manager::from_config(config, NoTls, manager_config),
+            Some(tls) => Manager::from_config(config, tls, manager_config),
+        };
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(limits.max_size)
+            .timeouts(Timeouts {
+                wait: Some(limits.acquisition_timeout),
+                create: Some(limits.connection_timeout),
+                recycle: Some(limits.connection_timeout),
+            })
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| EngineError::Configuration(e.to_string()))?;
+        let target = Target {
+            endpoint: settings.endpoint.clone(),
+            user: credentials.username.clone(),
+            // PostgreSQL's default database is the one named like the user.
+            database: settings
+                .database
+                .clone()
+                .unwrap_or_else(|| credentials.username.clone()),
+            connection_timeout: limits.connection_timeout,
+            acquisition_timeout: limits.acquisition_timeout,
+        };
+        Ok(Arc::new(PostgresPool { pool, target }))
+    }
+}
+
+impl PostgresPool {
+    /// Runs one statement with the simple protocol (no prepare round trip) and returns the
+    /// first column of its first row.
+    async fn first_value(&self, sql: &str) -> Result<Option<String>, EngineError> {
+        let client = self.pool.get().await.map_err(|e| self.target.pool(e))?;
+        let messages = client
+            .simple_query(sql)
+            .await
+            .map_err(|e| self.target.driver(&e))?;
+        Ok(messages.iter().find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        }))
+    }
+}
+
+impl Pool for PostgresPool {
+    fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+        async move { self.first_value("SELECT 1").await.map(drop) }.boxed()
+    }
+
+    fn identify(&self) -> BoxFuture<'_, Result<ServerInfo, EngineError>> {
+        async move {
+            let version = self
+                .first_value("SHOW server_version")
+                .await?
+                .ok_or_else(|| {
+                    EngineError::QueryFailed("SHOW server_version returned no row".into())
+                })?;
+            Ok(server_info(&version))
+        }
+        .boxed()
+    }
+}
+
+/// `server_version` reads like `15.18 (Debian 15.18-0+deb12u1)`: the version, then the
+/// distribution that built it, if any.
+fn server_info(server_version: &str) -> ServerInfo {
+    let (version, rest) = server_version
+        .trim()
+        .split_once(' ')
+        .unwrap_or((server_version.trim(), ""));
+    let edition = rest
+        .trim()
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_default();
+    ServerInfo {
+        agent: "PostgreSQL".into(),
+        version: version.to_owned(),
+        edition: edition.to_owned(),
+    }
+}
+
+/// What the server's SQLSTATE says about a failed login or probe.
+#[derive(Debug, PartialEq, Eq)]
+enum SqlStateClass {
+    /// 28P01 invalid_password, 28000 invalid_authorization_specification (no pg_hba.conf entry,
+    /// role may not log in), 42501 insufficient_privilege (no CONNECT on the database).
+    Login,
+    /// 3D000 invalid_catalog_name.
+    UnknownDatabase,
+    /// Classes 08 (connection exception), 53 (insufficient resources, e.g. too many
+    /// connections) and 57 (operator intervention, e.g. 57P03 cannot_connect_now while the
+    /// server starts or stops).
+    Transient,
+    Other,
+}
+
+fn sqlstate_class(code: &str) -> SqlStateClass {
+    match code {
+        "28P01" | "28000" | "42501" => SqlStateClass::Login,
+        "3D000" => SqlStateClass::UnknownDatabase,
+        _ if ["08", "53", "57"]
+            .iter()
+            .any(|class| code.starts_with(class)) =>
+        {
+            SqlStateClass::Transient
+        }
+        _ => SqlStateClass::Other,
+    }
+}
+
+/// What a failure message names: never the password (tokio-postgres and the server name the
+/// user, the database and the SQLSTATE, not the password).
+struct Target {
+    endpoint: String,
+    user: String,
+    database: String,
+    connection_timeout: Duration,
+    acquisition_timeout: Duration,
+}
+
+impl Target {
+    fn pool(&self, error: PoolError) -> EngineError {
+        let timeout = |timeout| EngineError::Timeout {
+            endpoint: self.endpoint.clone(),
+            timeout,
+        };
+        match error {
+            PoolError::Backend(e) => self.driver(&e),
+            PoolError::Timeout(TimeoutType::Wait) => timeout(self.acquisition_timeout),
+            PoolError::Timeout(TimeoutType::Create | TimeoutType::Recycle) => {
+                timeout(self.connection_timeout)
+            }
+            other => EngineError::QueryFailed(other.to_string()),
+        }
+    }
+
+    fn driver(&self, error: &tokio_postgres::Error) -> EngineError {
+        if let Some(db) = error.as_db_error() {
+            let detail = format!("{} {}", db.code().code(), db.message());
+            return match sqlstate_class(db.code().code()) {
+                SqlStateClass::Login => EngineError::AuthenticationFailed {
+                    user: self.user.clone(),
+                    detail,
+                },
+                SqlStateClass::UnknownDatabase => EngineError::DatabaseNotFound {
+                    database: self.database.clone(),
+                },
+                SqlStateClass::Transient => EngineError::Transient(detail),
+                SqlStateClass::Other => EngineError::QueryFailed(detail),
+            };
+        }
+        let detail = with_causes(error);
+        let unreachable = |detail| EngineError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            detail,
+        };
+        if error.is_closed() {
+            return unreachable("the server closed the connection".into());
+        }
+        // tokio-postgres keeps its error kinds private; each kind's text is fixed (pinned =0.7.18).
+        match driver_kind(&detail) {
+            DriverKind::Tls => EngineError::Tls(detail),
+            DriverKind::Timeout => EngineError::Timeout {
+                endpoint: self.endpoint.clone(),
+                timeout: self.connection_timeout,
+            },
+            DriverKind::Network => unreachable(detail),
+            DriverKind::Authentication => EngineError::AuthenticationFailed {
+                user: self.user.clone(),
+                detail,
+            },
+            DriverKind::Configuration => EngineError::Configuration(detail),
+            DriverKind::Other => EngineError::QueryFailed(detail),
+        }
+    }
+}
+
+/// tokio-postgres prints only its error kind (`error connecting to server`); the cause says why
+/// (`Connection refused`, `server does not support TLS`, a certificate problem).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum DriverKind {
+    Tls,
+    Timeout,
+    Network,
+    Authentication,
+    Configuration,
+    Other,
+}
+
+/// The kind of a tokio-postgres error that carries no SQLSTATE, from the fixed text each kind
+/// starts with.
+fn driver_kind(text: &str) -> DriverKind {
+    const KINDS: [(&str, DriverKind); 6] = [
+        ("error performing TLS handshake", DriverKind::Tls),
+        ("timeout waiting for server", DriverKind::Timeout),
+        ("error connecting to server", DriverKind::Network),
+        ("error communicating with the server", DriverKind::Network),
+        ("authentication error", DriverKind::Authentication),
+        ("invalid configuration", DriverKind::Configuration),
+    ];
+    KINDS
+        .into_iter()
+        .find(|(prefix, _)| text.starts_with(prefix))
+        .map_or(DriverKind::Other, |(_, kind)| kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn server_version_splits_into_version_and_distribution() {
+        assert_eq!(
+            server_info("15.18 (Debian 15.18-0+deb12u1)"),
+            ServerInfo {
+                agent: "PostgreSQL".into(),
+                version: "15.18".into(),
+                edition: "Debian 15.18-0+deb12u1".into(),
+            }
+        );
+        let plain = server_info("16.4");
+        assert_eq!(
+            (plain.version.as_str(), plain.edition.as_str()),
+            ("16.4", "")
+        );
+    }
+
+    #[test]
+    fn sqlstates_map_to_reasons() {
+        assert_eq!(sqlstate_class("28P01"), SqlStateClass::Login);
+        assert_eq!(sqlstate_class("28000"), SqlStateClass::Login);
+        assert_eq!(sqlstate_class("3D000"), SqlStateClass::UnknownDatabase);
+        for transient in ["57P03", "57P01", "53300", "08006"] {
+            assert_eq!(
+                sqlstate_class(transient),
+                SqlStateClass::Transient,
+                "{transient}"
+            );
+        }
+        assert_eq!(sqlstate_class("42P01"), SqlStateClass::Other);
+    }
+
+    #[test]
+    fn driver_errors_without_sqlstate_are_classified_by_kind() {
+        assert_eq!(
+            driver_kind("error connecting to server: Connection refused (os error 111)"),
+            DriverKind::Network
+        );
+        assert_eq!(
+            driver_kind("error performing TLS handshake: server does not support TLS"),
+            DriverKind::Tls
+        );
+        assert_eq!(driver_kind("db error"), DriverKind::Other);
+        let target = Target {
+            endpoint: "db:5432".into(),
+            user: "app".into(),
+            database: "app".into(),
+            connection_timeout: Duration::from_secs(10),
+            acquisition_timeout: Duration::from_secs(30),
+        };
+        let timeout = target.driver(&tokio_postgres::Error::__private_api_timeout());
+        assert_eq!(timeout.reason(), "Timeout");
+        assert!(matches!(
+            target.pool(PoolError::Timeout(TimeoutType::Wait)),
+            EngineError::Timeout { timeout, .. } if timeout == Duration::from_secs(30)
+        ));
+    }
+
+    #[tokio::test]
+    async fn opening_a_pool_does_no_io_and_a_refused_connection_is_unreachable() {
+        let mut settings = fixtures::postgres_settings();
+        settings.host = "127.0.0.1".into();
+        settings.port = 1;
+        settings.endpoint = "127.0.0.1:1".into();
+        let credentials = Credentials {
+            username: "app".into(),
+            password: crate::credentials::SecretString::new("hunter2-secret"),
+            secret_name: "db".into(),
+            secret_resource_version: "1".into(),
+            ca_pem: None,
+        };
+        let pool = PostgresConnector.open(&settings, &credentials).unwrap();
+        let error = pool.ping().await.unwrap_err();
+        assert_eq!(error.reason(), "Unreachable", "{error}");
+        assert!(error.to_string().contains("refused"), "{error}");
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+    }
+}

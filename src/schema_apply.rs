@@ -1,0 +1,432 @@
+//! Brings the server's constraints and indexes in line with `spec.schema`: reads what exists,
+//! creates what is missing, drops what the operator owns and no longer declares (only with
+//! `prune`), and reports the rest. One failing item never stops the others.
+
+use std::collections::BTreeSet;
+
+use crate::{
+    api::{SchemaProblem, SchemaSpec, SchemaStatus, ServerInfo},
+    conditions::{Desired, SCHEMA_READY, Status},
+    engine::{EngineError, SchemaOps},
+    schema::{self, Plan},
+};
+
+/// The result of one pass.
+#[derive(Debug)]
+pub struct SchemaReport {
+    pub status: SchemaStatus,
+    pub condition: Desired,
+    /// Statements that changed the server, in words, for an Event.
+    pub changes: Vec<String>,
+    /// Owned items that had gone missing on the server and were created again.
+    pub repaired: Vec<String>,
+    /// Something is still in progress (an index populating): check again soon.
+    pub check_soon: bool,
+}
+
+impl SchemaReport {
+    /// For engines without declarative schema.
+    pub fn unsupported(condition: Desired) -> Self {
+        Self {
+            status: SchemaStatus::default(),
+            condition,
+            changes: Vec::new(),
+            repaired: Vec::new(),
+            check_soon: false,
+        }
+    }
+}
+
+pub async fn reconcile(
+    ops: &dyn SchemaOps,
+    spec: &SchemaSpec,
+    previous: Option<&SchemaStatus>,
+    server: &ServerInfo,
+) -> SchemaReport {
+    let mut owned: BTreeSet<String> = previous
+        .map(|p| p.managed.iter().cloned().collect())
+        .unwrap_or_default();
+    let declared = match schema::declared(spec) {
+        Ok(declared) => declared,
+        Err(message) => {
+            return failed(
+                owned,
+                "InvalidSchema",
+                format!("{message}. Fix the manifest; the server's schema was not touched."),
+            );
+        }
+    };
+    let community = server.edition.eq_ignore_ascii_case("community");
+    let existing = match ops.existing().await {
+        Ok(existing) => existing,
+        Err(error) => return check_failed(owned, &error),
+    };
+    let first = schema::plan(&declared, &existing, &owned, spec.prune, community);
+
+    let mut problems = Vec::new();
+    let mut changes = Vec::new();
+    let mut repaired = Vec::new();
+    for item in &first.create {
+        match ops.execute(item.create_statement()).await {
+            Ok(()) => {
+                if owned.contains(&item.name) {
+                    repaired.push(format!("{} {:?}", item.kind.noun(), item.name));
+                }
+                owned.insert(item.name.clone());
+                changes.push(format!("created {} {:?}", item.kind.noun(), item.name));
+            }
+            Err(error) => problems.push(apply_problem(&item.name, item.kind.noun(), &error)),
+        }
+    }
+    for item in &first.drop {
+        match ops.execute(schema::drop_statement(item)).await {
+            Ok(()) => {
+                owned.remove(&item.name);
+                changes.push(format!(
+                    "dropped {:?} (no longer declared, spec.schema.prune is on)",
+                    item.name
+                ));
+            }
+            Err(error) => problems.push(apply_problem(&item.name, "item", &error)),
+        }
+    }
+    // After changes, read again so the report shows what the server now has (e.g. populating).
+    let report_plan = if changes.is_empty() {
+        first
+    } else {
+        match ops.existing().await {
+            Ok(existing) => schema::plan(&declared, &existing, &owned, spec.prune, community),
+            Err(error) => return check_failed(owned, &error),
+        }
+    };
+    problems.extend(plan_problems(&report_plan));
+    // Items whose creation failed stay listed in the fresh plan too; keep the specific reason.
+    let mut seen = BTreeSet::new();
+    problems.retain(|p| seen.insert(p.name.clone()));
+
+    let in_place = declared
+        .iter()
+        .filter(|d| !problems.iter().any(|p| p.name == d.name))
+        .count() as u32;
+    let check_soon = !report_plan.populating.is_empty();
+    let condition = condition(&problems, in_place);
+    SchemaReport {
+        status: SchemaStatus {
+            managed: owned.into_iter().collect(),
+            in_place,
+            problems,
+        },
+        condition,
+        changes,
+        repaired,
+        check_soon,
+    }
+}
+
+fn plan_problems(plan: &Plan) -> Vec<SchemaProblem> {
+    let problem = |name: &str, reason: &str, message: String| SchemaProblem {
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+        message,
+    };
+    let mut problems = Vec::new();
+    for item in &plan.create {
+        problems.push(problem(
+            &item.name,
+            "Missing",
+            format!(
+                "{} {:?} is not on the server yet",
+                item.kind.noun(),
+                item.name
+            ),
+        ));
+    }
+    for name in &plan.enterprise_only {
+        problems.push(problem(name, "EnterpriseRequired", format!("constraint {name:?} is a nodeKey or notNull constraint, which needs Neo4j Enterprise; the server is Community. Use a unique constraint or an Enterprise server.")));
+    }
+    for (name, difference) in &plan.differing {
+        problems.push(problem(
+            name,
+            "Differs",
+            format!("{difference}; drop it on the server or rename it in the manifest"),
+        ));
+    }
+    for name in &plan.failed {
+        problems.push(problem(name, "IndexFailed", format!("index {name:?} is FAILED on the server; drop it so the operator can create it again")));
+    }
+    for (name, percent) in &plan.populating {
+        problems.push(problem(
+            name,
+            "IndexPopulating",
+            format!("index {name:?} is populating ({percent:.0}%)"),
+        ));
+    }
+    for name in &plan.extra {
+        problems.push(problem(name, "Extra", format!("{name:?} was created by the operator and is no longer declared; kept because spec.schema.prune is false")));
+    }
+    problems
+}
+
+fn apply_problem(name: &str, noun: &str, error: &EngineError) -> SchemaProblem {
+    let text = error.to_string();
+    let (reason, message) = if text.contains("ConstraintCreationFailed")
+        || text.contains("ConstraintValidationFailed")
+    {
+        (
+            "ConstraintViolatedByData",
+            format!(
+                "constraint {name:?} cannot be created because existing data violates it ({text}); fix the data and it is created on the next check"
+            ),
+        )
+    } else {
+        (
+            "ApplyFailed",
+            format!("{noun} {name:?} could not be applied: {text}"),
+        )
+    };
+    SchemaProblem {
+        name: name.to_owned(),
+        reason: reason.to_owned(),
+        message,
+    }
+}
+
+/// `SchemaReady` from the problems, naming the most serious reason first.
+fn condition(problems: &[SchemaProblem], in_place: u32) -> Desired {
+    const SEVERITY: [(&str, &str); 8] = [
+        ("ApplyFailed", "SchemaApplyFailed"),
+        ("ConstraintViolatedByData", "ConstraintViolatedByData"),
+        ("IndexFailed", "IndexFailed"),
+        ("EnterpriseRequired", "EnterpriseRequired"),
+        ("Differs", "SchemaDrift"),
+        ("Missing", "SchemaDrift"),
+        ("Extra", "SchemaDrift"),
+        ("IndexPopulating", "IndexPopulating"),
+    ];
+    let Some(reason) = SEVERITY
+        .iter()
+        .find(|(problem, _)| problems.iter().any(|p| p.reason == *problem))
+        .map(|(_, reason)| *reason)
+    else {
+        return Desired::new(
+            SCHEMA_READY,
+            Status::True,
+            "SchemaApplied",
+            format!("{in_place} declared constraint(s) and index(es) are in place."),
+        );
+    };
+    let details: Vec<_> = problems.iter().map(|p| p.message.as_str()).collect();
+    Desired::new(
+        SCHEMA_READY,
+        Status::False,
+        reason,
+        format!("{in_place} in place; {}.", details.join("; ")),
+    )
+}
+
+fn failed(owned: BTreeSet<String>, reason: &'static str, message: String) -> SchemaReport {
+    SchemaReport {
+        status: SchemaStatus {
+            managed: owned.into_iter().collect(),
+            in_place: 0,
+            problems: Vec::new(),
+        },
+        condition: Desired::new(SCHEMA_READY, Status::False, reason, message),
+        changes: Vec::new(),
+        repaired: Vec::new(),
+        check_soon: false,
+    }
+}
+
+fn check_failed(owned: BTreeSet<String>, error: &EngineError) -> SchemaReport {
+    let mut report = failed(
+        owned,
+        "SchemaCheckFailed",
+        format!("cannot read the server's schema: {error}"),
+    );
+    report.condition.status = Status::Unknown;
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::{FutureExt, future::BoxFuture};
+
+    use super::*;
+    use crate::{
+        api::{ConstraintSpec, ConstraintType, IndexSpec, IndexType},
+        schema::Existing,
+    };
+
+    /// A fake server: a list of existing items; statements are recorded, and CREATE adds the
+    /// item unless its name is in `violated` (standing for data that violates a constraint).
+    #[derive(Default)]
+    struct FakeServer {
+        items: Mutex<Vec<Existing>>,
+        statements: Mutex<Vec<String>>,
+        violated: Vec<&'static str>,
+    }
+
+    impl SchemaOps for FakeServer {
+        fn existing(&self) -> BoxFuture<'_, Result<Vec<Existing>, EngineError>> {
+            let items = self.items.lock().unwrap().clone();
+            async move { Ok(items) }.boxed()
+        }
+
+        fn execute(&self, statement: String) -> BoxFuture<'_, Result<(), EngineError>> {
+            self.statements.lock().unwrap().push(statement.clone());
+            let name = statement.split('`').nth(1).unwrap_or_default().to_owned();
+            let result = if self.violated.contains(&name.as_str()) {
+                Err(EngineError::QueryFailed(
+                    "Neo.ClientError.Schema.ConstraintCreationFailed: both nodes have id 1".into(),
+                ))
+            } else if statement.starts_with("DROP") {
+                self.items.lock().unwrap().retain(|i| i.name != name);
+                Ok(())
+            } else {
+                let is_constraint = statement.starts_with("CREATE CONSTRAINT");
+                self.items.lock().unwrap().push(Existing {
+                    name,
+                    is_constraint,
+                    type_: if is_constraint {
+                        "UNIQUENESS".into()
+                    } else {
+                        "RANGE".into()
+                    },
+                    entity: "NODE".into(),
+                    labels_or_types: vec!["POI".into()],
+                    properties: vec!["id".into()],
+                    state: "ONLINE".into(),
+                    population_percent: 100.0,
+                });
+                Ok(())
+            };
+            async move { result }.boxed()
+        }
+    }
+
+    fn spec(constraints: &[&str], indexes: &[&str], prune: bool) -> SchemaSpec {
+        SchemaSpec {
+            constraints: constraints
+                .iter()
+                .map(|n| ConstraintSpec {
+                    name: n.to_string(),
+                    label: Some("POI".into()),
+                    relationship_type: None,
+                    properties: vec!["id".into()],
+                    type_: ConstraintType::Unique,
+                })
+                .collect(),
+            indexes: indexes
+                .iter()
+                .map(|n| IndexSpec {
+                    name: n.to_string(),
+                    label: Some("POI".into()),
+                    relationship_type: None,
+                    properties: vec!["id".into()],
+                    type_: IndexType::Range,
+                })
+                .collect(),
+            prune,
+        }
+    }
+
+    fn community() -> ServerInfo {
+        ServerInfo {
+            agent: "Neo4j Kernel".into(),
+            version: "5.26.0".into(),
+            edition: "community".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn creates_missing_items_once_and_owns_them() {
+        let server = FakeServer::default();
+        let report = reconcile(&server, &spec(&["c1"], &["i1"], false), None, &community()).await;
+        assert_eq!(report.condition.status, Status::True);
+        assert_eq!(report.status.managed, ["c1", "i1"]);
+        assert_eq!(report.changes.len(), 2);
+        let again = reconcile(
+            &server,
+            &spec(&["c1"], &["i1"], false),
+            Some(&report.status),
+            &community(),
+        )
+        .await;
+        assert!(again.changes.is_empty(), "a second pass changes nothing");
+        assert_eq!(server.statements.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_owned_item_dropped_by_hand_is_recreated_and_reported_as_repaired() {
+        let server = FakeServer::default();
+        let first = reconcile(&server, &spec(&["c1"], &[], false), None, &community()).await;
+        server.items.lock().unwrap().clear();
+        let second = reconcile(
+            &server,
+            &spec(&["c1"], &[], false),
+            Some(&first.status),
+            &community(),
+        )
+        .await;
+        assert_eq!(second.repaired, ["constraint \"c1\""]);
+        assert_eq!(second.condition.status, Status::True);
+    }
+
+    #[tokio::test]
+    async fn removed_items_are_kept_as_extra_without_prune_and_dropped_with_it() {
+        let server = FakeServer::default();
+        let first = reconcile(&server, &spec(&["c1"], &["i1"], false), None, &community()).await;
+        let kept = reconcile(
+            &server,
+            &spec(&["c1"], &[], false),
+            Some(&first.status),
+            &community(),
+        )
+        .await;
+        assert_eq!(kept.condition.reason, "SchemaDrift");
+        assert_eq!(kept.status.problems[0].reason, "Extra");
+        let pruned = reconcile(
+            &server,
+            &spec(&["c1"], &[], true),
+            Some(&kept.status),
+            &community(),
+        )
+        .await;
+        assert_eq!(pruned.condition.status, Status::True);
+        assert_eq!(pruned.status.managed, ["c1"]);
+        assert!(
+            server
+                .statements
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| s == "DROP INDEX `i1` IF EXISTS")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_constraint_violated_by_data_is_named_and_the_others_still_apply() {
+        let server = FakeServer {
+            violated: vec!["c_bad"],
+            ..Default::default()
+        };
+        let report = reconcile(
+            &server,
+            &spec(&["c_bad", "c_ok"], &["i1"], false),
+            None,
+            &community(),
+        )
+        .await;
+        assert_eq!(report.condition.reason, "ConstraintViolatedByData");
+        assert!(
+            report.condition.message.contains("\"c_bad\""),
+            "{}",
+            report.condition.message
+        );
+        assert_eq!(report.status.managed, ["c_ok", "i1"]);
+        assert_eq!(report.status.in_place, 2);
+    }
+}
