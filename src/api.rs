@@ -64,6 +64,7 @@ use crate::duration::Duration;
 #[x_kube(validation = Rule::new(POSTGRES_URI_RULE).message(POSTGRES_URI_MESSAGE).field_path(".uri"))]
 #[x_kube(validation = Rule::new(POSTGRES_TLS_RULE).message(POSTGRES_TLS_MESSAGE).field_path(".tls"))]
 #[x_kube(validation = Rule::new(BINDING_NOT_CREDENTIALS_RULE).message("spec.binding.secretName must not be the credentials Secret").field_path(".binding.secretName"))]
+#[x_kube(validation = Rule::new(SCHEMA_FITS_ENGINE_RULE).message("spec.schema.constraints and indexes are for engine neo4j, spec.schema.extensions for engine postgres").field_path(".schema"))]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseConnectionSpec {
     /// The database engine: `neo4j` or `postgres`.
@@ -132,6 +133,7 @@ pub struct BindingSpec {
     pub secret_name: Option<String>,
 }
 
+const SCHEMA_FITS_ENGINE_RULE: &str = "!has(self.schema) || (self.engine == 'neo4j' ? (!has(self.schema.extensions) || size(self.schema.extensions) == 0) : ((!has(self.schema.constraints) || size(self.schema.constraints) == 0) && (!has(self.schema.indexes) || size(self.schema.indexes) == 0)))";
 const BINDING_NOT_CREDENTIALS_RULE: &str = "!has(self.binding) || !has(self.binding.secretName) || self.binding.secretName != self.credentials.secretRef.name";
 const NEO4J_URI_RULE: &str = r"self.engine != 'neo4j' || self.uri.matches('^(bolt|neo4j)(\\+s|\\+ssc)?://[^/?#@:\\s]+(:[0-9]{1,5})?/?$')";
 const NEO4J_URI_MESSAGE: &str = "for engine neo4j, uri must look like bolt://host:7687 (schemes bolt, bolt+s, bolt+ssc, neo4j, neo4j+s, neo4j+ssc) with no credentials, path or query";
@@ -369,6 +371,20 @@ pub struct SchemaSpec {
     /// declares. Objects the operator did not create are never dropped.
     #[serde(default)]
     pub prune: bool,
+    /// PostgreSQL extensions to install with `CREATE EXTENSION IF NOT EXISTS`, e.g. `pg_trgm`.
+    /// Never dropped.
+    #[serde(default)]
+    #[schemars(length(max = 32), schema_with = "extension_list")]
+    pub extensions: Vec<String>,
+}
+
+fn extension_list(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 32,
+        "items": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": r"^[a-z_][a-z0-9_]*$"},
+        "x-kubernetes-list-type": "set",
+    })
 }
 
 /// A constraint on nodes with `label`, or on relationships of `relationshipType`.

@@ -385,6 +385,11 @@ impl Reconciliation<'_> {
         }
         let spec = declared.cloned().unwrap_or_default();
         let pool = self.state.pool.as_ref()?;
+        if let Some(ops) = pool.pool.extensions() {
+            let report = schema_apply::reconcile_extensions(ops, &spec.extensions, previous).await;
+            self.announce_schema(&report).await;
+            return Some(report);
+        }
         let Some(ops) = pool.pool.schema() else {
             let condition = conditions::Desired::new(
                 conditions::SCHEMA_READY,
@@ -398,6 +403,12 @@ impl Reconciliation<'_> {
             return Some(SchemaReport::unsupported(condition));
         };
         let report = schema_apply::reconcile(ops, &spec, previous, server).await;
+        self.announce_schema(&report).await;
+        Some(report)
+    }
+
+    /// Counts schema changes and announces them (and repairs) as Events.
+    async fn announce_schema(&self, report: &SchemaReport) {
         if let Some(labels) = &self.state.labels {
             self.ctx
                 .metrics
@@ -432,7 +443,6 @@ impl Reconciliation<'_> {
                 warn!(%error, "cannot publish event");
             }
         }
-        Some(report)
     }
 
     /// Keeps the binding Secret in step with the verified credentials, or removes it once

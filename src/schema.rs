@@ -346,7 +346,7 @@ mod tests {
         SchemaSpec {
             constraints,
             indexes,
-            prune: false,
+            ..Default::default()
         }
     }
 

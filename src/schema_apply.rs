@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use crate::{
     api::{SchemaProblem, SchemaSpec, SchemaStatus, ServerInfo},
     conditions::{Desired, SCHEMA_READY, Status},
-    engine::{EngineError, SchemaOps},
+    engine::{EngineError, ExtensionOps, SchemaOps},
     schema::{self, Plan},
 };
 
@@ -121,6 +121,105 @@ pub async fn reconcile(
         repaired,
         check_soon,
     }
+}
+
+/// Installs the declared PostgreSQL extensions that are missing. Extensions are never dropped.
+pub async fn reconcile_extensions(
+    ops: &dyn ExtensionOps,
+    names: &[String],
+    previous: Option<&SchemaStatus>,
+) -> SchemaReport {
+    let mut owned: BTreeSet<String> = previous
+        .map(|p| p.managed.iter().cloned().collect())
+        .unwrap_or_default();
+    if let Some(bad) = names.iter().find(|n| !valid_extension_name(n)) {
+        return failed(
+            owned,
+            "InvalidSchema",
+            format!(
+                "spec.schema.extensions: {bad:?} is not an extension name (lower-case letters, digits and _)"
+            ),
+        );
+    }
+    let installed = match ops.installed().await {
+        Ok(installed) => installed,
+        Err(error) => return check_failed(owned, &error),
+    };
+    let mut problems = Vec::new();
+    let mut changes = Vec::new();
+    for name in names.iter().filter(|n| !installed.contains(n)) {
+        match ops.install(name.clone()).await {
+            Ok(()) => {
+                owned.insert(name.clone());
+                changes.push(format!("created extension {name:?}"));
+            }
+            Err(error) => {
+                let text = error.to_string();
+                let unavailable = ["0A000", "58P01", "is not available"]
+                    .iter()
+                    .any(|m| text.contains(m));
+                let (reason, message) = if unavailable {
+                    (
+                        "ExtensionUnavailable",
+                        format!(
+                            "extension {name:?} is not available on the server ({text}); install its package on the server or remove it from the manifest"
+                        ),
+                    )
+                } else {
+                    (
+                        "ApplyFailed",
+                        format!("extension {name:?} could not be created: {text}"),
+                    )
+                };
+                problems.push(SchemaProblem {
+                    name: name.clone(),
+                    reason: reason.into(),
+                    message,
+                });
+            }
+        }
+    }
+    let in_place = (names.len() - problems.len()) as u32;
+    let condition = match problems.first() {
+        None => Desired::new(
+            SCHEMA_READY,
+            Status::True,
+            "SchemaApplied",
+            format!("{in_place} declared extension(s) installed."),
+        ),
+        Some(first) => {
+            let details: Vec<_> = problems.iter().map(|p| p.message.as_str()).collect();
+            let reason = if first.reason == "ExtensionUnavailable" {
+                "ExtensionUnavailable"
+            } else {
+                "SchemaApplyFailed"
+            };
+            Desired::new(
+                SCHEMA_READY,
+                Status::False,
+                reason,
+                format!("{in_place} in place; {}.", details.join("; ")),
+            )
+        }
+    };
+    SchemaReport {
+        status: SchemaStatus {
+            managed: owned.into_iter().collect(),
+            in_place,
+            problems,
+        },
+        condition,
+        changes,
+        repaired: Vec::new(),
+        check_soon: false,
+    }
+}
+
+fn valid_extension_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
 }
 
 fn plan_problems(plan: &Plan) -> Vec<SchemaProblem> {
@@ -330,6 +429,7 @@ mod tests {
                 })
                 .collect(),
             prune,
+            extensions: Vec::new(),
         }
     }
 
@@ -339,6 +439,48 @@ mod tests {
             version: "5.26.0".into(),
             edition: "community".into(),
         }
+    }
+
+    /// A fake PostgreSQL: `available` can be installed, anything else is not on the server.
+    struct FakeExtensions {
+        installed: Mutex<Vec<String>>,
+        available: Vec<&'static str>,
+    }
+
+    impl ExtensionOps for FakeExtensions {
+        fn installed(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>> {
+            let installed = self.installed.lock().unwrap().clone();
+            async move { Ok(installed) }.boxed()
+        }
+
+        fn install(&self, name: String) -> BoxFuture<'_, Result<(), EngineError>> {
+            let result = if self.available.contains(&name.as_str()) {
+                self.installed.lock().unwrap().push(name);
+                Ok(())
+            } else {
+                Err(EngineError::QueryFailed(format!(
+                    "0A000 extension \"{name}\" is not available"
+                )))
+            };
+            async move { result }.boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn extensions_are_installed_once_and_unavailable_ones_get_their_reason() {
+        let server = FakeExtensions {
+            installed: Mutex::new(vec!["plpgsql".into()]),
+            available: vec!["pg_trgm"],
+        };
+        let names = vec!["pg_trgm".to_string(), "plpgsql".to_string()];
+        let report = reconcile_extensions(&server, &names, None).await;
+        assert_eq!(report.condition.status, Status::True);
+        assert_eq!(report.changes, ["created extension \"pg_trgm\""]);
+        let again = reconcile_extensions(&server, &names, Some(&report.status)).await;
+        assert!(again.changes.is_empty());
+        let missing = reconcile_extensions(&server, &["postgis".to_string()], None).await;
+        assert_eq!(missing.condition.reason, "ExtensionUnavailable");
+        assert!(missing.condition.message.contains("\"postgis\""));
     }
 
     #[tokio::test]

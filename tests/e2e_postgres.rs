@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use common::{
     Harness, TestEnv, condition_reason, kubectl, kubectl_ok,
     postgres::{
-        connection_yaml, create_role, server_version, sessions_of, set_password, unique_role, uri,
+        self, connection_yaml, create_role, server_version, sessions_of, set_password, unique_role,
+        uri,
     },
     secret_yaml,
 };
@@ -257,4 +258,72 @@ async fn malformed_postgres_manifests_are_rejected_by_the_apiserver() {
     let good = base.replace("/app", "/app?sslmode=verify-full")
         + "  tls:\n    caSecretRef:\n      name: pg-ca\n";
     kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], Some(&good));
+}
+
+#[tokio::test]
+async fn declared_extensions_are_installed_and_unavailable_ones_named() {
+    let h = Harness::start("pgext").await;
+    let env = TestEnv::get();
+    // A database of its own, owned by the test role, so no earlier run's extensions are there.
+    let database = format!("ext_{}", h.ns.rsplit('-').next().unwrap());
+    postgres::admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE DATABASE {database} OWNER {}",
+            env.var("POSTGRES_USER")
+        ))
+        .await
+        .expect("create a database for the test");
+    h.apply(&secret_yaml(
+        "login",
+        env.var("POSTGRES_USER"),
+        env.var("POSTGRES_PASSWORD"),
+    ));
+    let manifest = postgres::connection_yaml("app", &postgres::uri(&database), "login");
+    h.apply(&format!("{manifest}  schema:\n    extensions: [citext]\n"));
+    let obj = h
+        .wait("app", "SchemaReady", "True", Some("SchemaApplied"))
+        .await;
+    assert_eq!(obj.status.unwrap().schema.unwrap().managed, ["citext"]);
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "{}/{database}",
+            env.var("POSTGRES_URI").rsplit_once('/').unwrap().0
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let installed = client
+        .query_one(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'citext'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(installed.get::<_, i64>(0), 1);
+
+    h.apply(&format!(
+        "{manifest}  schema:\n    extensions: [citext, no_such_extension]\n"
+    ));
+    let obj = h
+        .wait("app", "SchemaReady", "False", Some("ExtensionUnavailable"))
+        .await;
+    let message = obj
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SchemaReady")
+        .unwrap()
+        .message
+        .clone();
+    assert!(message.contains("\"no_such_extension\""), "{message}");
+    assert_eq!(
+        condition_status(&obj, "Ready"),
+        "True",
+        "the connection itself is fine"
+    );
 }

@@ -35,6 +35,18 @@ pub trait Pool: Send + Sync {
     fn schema(&self) -> Option<&dyn SchemaOps> {
         None
     }
+    /// Extension management, for engines that have it.
+    fn extensions(&self) -> Option<&dyn ExtensionOps> {
+        None
+    }
+}
+
+/// Installing extensions (PostgreSQL).
+pub trait ExtensionOps: Send + Sync {
+    /// Names of the installed extensions.
+    fn installed(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>>;
+    /// `CREATE EXTENSION IF NOT EXISTS` with the name quoted.
+    fn install(&self, name: String) -> BoxFuture<'_, Result<(), EngineError>>;
 }
 
 /// Reading and changing constraints and indexes (Neo4j).

@@ -23,7 +23,7 @@ use deadpool_postgres::{
 use futures::{FutureExt, future::BoxFuture};
 use tokio_postgres::{NoTls, SimpleQueryMessage, config::SslMode};
 
-use super::{Connector, EngineError, Pool};
+use super::{Connector, EngineError, ExtensionOps, Pool};
 use crate::{
     api::ServerInfo,
     credentials::Credentials,
@@ -115,6 +115,10 @@ impl Pool for PostgresPool {
         async move { self.first_value("SELECT 1").await.map(drop) }.boxed()
     }
 
+    fn extensions(&self) -> Option<&dyn ExtensionOps> {
+        Some(self)
+    }
+
     fn identify(&self) -> BoxFuture<'_, Result<ServerInfo, EngineError>> {
         async move {
             let version = self
@@ -127,6 +131,37 @@ impl Pool for PostgresPool {
         }
         .boxed()
     }
+}
+
+impl ExtensionOps for PostgresPool {
+    fn installed(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>> {
+        async move {
+            let client = self.pool.get().await.map_err(|e| self.target.pool(e))?;
+            let rows = client
+                .query("SELECT extname FROM pg_extension", &[])
+                .await
+                .map_err(|e| self.target.driver(&e))?;
+            Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+        }
+        .boxed()
+    }
+
+    fn install(&self, name: String) -> BoxFuture<'_, Result<(), EngineError>> {
+        async move {
+            let client = self.pool.get().await.map_err(|e| self.target.pool(e))?;
+            let statement = format!("CREATE EXTENSION IF NOT EXISTS {}", quote_identifier(&name));
+            client
+                .batch_execute(&statement)
+                .await
+                .map_err(|e| self.target.driver(&e))
+        }
+        .boxed()
+    }
+}
+
+/// Quotes a PostgreSQL identifier: double quotes, embedded ones doubled.
+pub fn quote_identifier(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
 /// `server_version` reads like `15.18 (Debian 15.18-0+deb12u1)`: the version, then the
@@ -288,6 +323,15 @@ fn driver_kind(text: &str) -> DriverKind {
 mod tests {
     use super::*;
     use crate::fixtures;
+
+    #[test]
+    fn extension_names_are_quoted_as_one_identifier() {
+        assert_eq!(quote_identifier("pg_trgm"), "\"pg_trgm\"");
+        assert_eq!(
+            quote_identifier("x\"; DROP TABLE t; --"),
+            "\"x\"\"; DROP TABLE t; --\""
+        );
+    }
 
     #[test]
     fn server_version_splits_into_version_and_distribution() {
