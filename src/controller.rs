@@ -250,6 +250,10 @@ impl Reconciliation<'_> {
         let namespace = self.obj.namespace().ok_or(Error::NotNamespaced)?;
         if self.obj.spec.suspend {
             self.forget_connection();
+            // Suspended on purpose: no series, so no "connection down" alert.
+            if let Some(labels) = &self.state.labels {
+                self.ctx.metrics.forget(labels);
+            }
             self.report(&Outcome::Suspended, Facts::default()).await?;
             return Ok(Action::await_change());
         }
@@ -410,6 +414,9 @@ impl Reconciliation<'_> {
     /// Counts schema changes and announces them (and repairs) as Events.
     async fn announce_schema(&self, report: &SchemaReport) {
         if let Some(labels) = &self.state.labels {
+            self.ctx
+                .metrics
+                .schema_problems(labels, report.status.problems.len());
             self.ctx
                 .metrics
                 .schema_changed(labels, report.changes.len());

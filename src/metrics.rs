@@ -46,6 +46,7 @@ pub struct Metrics {
     probe_failures: Family<FailureLabels, Counter>,
     credential_reloads: Family<ConnectionLabels, Counter>,
     schema_operations: Family<ConnectionLabels, Counter>,
+    schema_drift: Family<ConnectionLabels, Gauge>,
     reconciles: Counter,
     reconcile_errors: Counter,
     reconcile_duration: Histogram,
@@ -74,6 +75,7 @@ impl Default for Metrics {
             probe_failures: Family::default(),
             credential_reloads: Family::default(),
             schema_operations: Family::default(),
+            schema_drift: Family::default(),
             reconciles: Counter::default(),
             reconcile_errors: Counter::default(),
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
@@ -105,6 +107,11 @@ impl Default for Metrics {
             "schema_operations",
             "Constraints and indexes created or dropped",
             metrics.schema_operations.clone(),
+        );
+        registry.register(
+            "schema_drift",
+            "Declared schema items that are not in place as declared",
+            metrics.schema_drift.clone(),
         );
         registry.register("reconciles", "Reconciles run", metrics.reconciles.clone());
         registry.register(
@@ -163,6 +170,10 @@ impl Metrics {
         self.credential_reloads.get_or_create(labels).inc();
     }
 
+    pub fn schema_problems(&self, labels: &ConnectionLabels, problems: usize) {
+        self.schema_drift.get_or_create(labels).set(problems as i64);
+    }
+
     pub fn schema_changed(&self, labels: &ConnectionLabels, operations: usize) {
         if operations > 0 {
             self.schema_operations
@@ -198,6 +209,7 @@ impl Metrics {
         self.probe_duration.remove(labels);
         self.credential_reloads.remove(labels);
         self.schema_operations.remove(labels);
+        self.schema_drift.remove(labels);
         for reason in FAILURE_REASONS {
             self.probe_failures.remove(&FailureLabels {
                 namespace: labels.namespace.clone(),
