@@ -3,7 +3,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY crds ./crds
+# The manifest names the bench target, so its file must exist for cargo to read the manifest.
+COPY benches ./benches
 RUN cargo build --release --locked --bin dbconn-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -260,3 +260,32 @@ async fn hostile_identifiers_are_rejected_by_the_apiserver() {
         }
     }
 }
+
+#[tokio::test]
+async fn schema_example_applies() {
+    let (h, _) = start().await;
+    for example in ["neo4j.yaml", "neo4j-schema.yaml"] {
+        let path = format!("{}/examples/{example}", env!("CARGO_MANIFEST_DIR"));
+        kubectl_ok(&["apply", "-n", &h.ns, "-f", &path], None);
+    }
+    // Other runs (or the demo) may have created the same names already; in place is in place.
+    h.wait(
+        "graph-with-schema",
+        "SchemaReady",
+        "True",
+        Some("SchemaApplied"),
+    )
+    .await;
+    let names = schema_names().await;
+    for name in [
+        "poi_id_unique",
+        "route_id_unique",
+        "poi_city",
+        "poi_name_search",
+    ] {
+        assert!(
+            names.contains(&name.to_string()),
+            "{name} missing: {names:?}"
+        );
+    }
+}

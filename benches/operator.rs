@@ -1,0 +1,760 @@
+//! Benchmarks of the operator against the real test environment (`tests/testenv/testenv.sh up`).
+//!
+//! `cargo bench --bench operator -- [apply|rotation|scale|probe|all]` (default `all`) prints one
+//! table per section. Figures are wall-clock times on whatever else the machine is doing: each
+//! section prints the load average it started under. Percentiles are nearest-rank.
+//!
+//! - apply: `kubectl apply` of a DatabaseConnection until its Ready condition is True.
+//! - rotation: a Secret update (after the password changed in Neo4j) until status reports the
+//!   Secret's new resourceVersion and Ready=True/Connected.
+//! - scale: 1000 connections created before the operator starts; time until all are Ready, the
+//!   operator's memory, and status writes, probes and object changes per minute afterwards.
+//! - probe: the engine's `ping` (as the reconciler calls it) against a bare neo4rs query.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    fmt::Display,
+    time::{Duration, Instant},
+};
+
+use common::{
+    Operator, TestEnv, TestNamespace, apply, client, install_crd,
+    neo4j::{admin, create_user, set_password, unique_user},
+    neo4j_connection_yaml, secret_yaml,
+};
+use dbconn_operator::{
+    api::{DatabaseConnection, Engine},
+    conditions::{self, READY},
+    credentials::{Credentials, SecretString},
+    engine::{self, Pool},
+    settings::ConnectionSettings,
+};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
+};
+use neo4rs::{Graph, query};
+
+const SECTIONS: [&str; 4] = ["apply", "rotation", "scale", "probe"];
+
+const APPLY_RUNS: usize = 20;
+const ROTATIONS: usize = 20;
+const SCALE_COUNT: usize = 1000;
+/// Creates in flight at once while filling the scale namespace.
+const CREATE_CONCURRENCY: usize = 32;
+/// Consecutive one-minute windows measured after all connections are Ready: the first ones
+/// still see the start-up latency figures being replaced, the last one is steady state.
+const STEADY_WINDOWS: usize = 3;
+const STEADY_WINDOW: Duration = Duration::from_secs(60);
+const PROBES: usize = 500;
+const PROBE_WARMUP: usize = 50;
+
+/// Polling period for one object's status.
+const POLL: Duration = Duration::from_millis(25);
+/// Polling (and memory sampling) period in the scale section.
+const SCALE_POLL: Duration = Duration::from_millis(500);
+/// How long one object may take to reach the awaited status before the bench fails.
+const TIMEOUT: Duration = Duration::from_secs(60);
+const SCALE_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[tokio::main]
+async fn main() {
+    // `cargo bench` adds `--bench`; the first other argument names the section.
+    let chosen = std::env::args()
+        .skip(1)
+        .find(|arg| !arg.starts_with('-'))
+        .unwrap_or_else(|| "all".into());
+    let sections = match chosen.as_str() {
+        "all" => SECTIONS.to_vec(),
+        one if SECTIONS.contains(&one) => vec![one],
+        other => panic!("unknown section {other:?}: choose one of {SECTIONS:?} or all"),
+    };
+    for section in sections {
+        match section {
+            "apply" => bench_apply().await,
+            "rotation" => bench_rotation().await,
+            "scale" => bench_scale().await,
+            "probe" => bench_probe().await,
+            _ => unreachable!(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. apply -> Ready
+
+async fn bench_apply() {
+    let load = load_average();
+    let client = require_kube().await;
+    require_neo4j().await;
+    let env = TestEnv::get();
+    let ns = TestNamespace::create(&client, "bench-apply").await.name;
+    apply(
+        &ns,
+        &secret_yaml("login", env.var("NEO4J_USER"), env.neo4j_password()),
+    );
+    let operator = Operator::start(&ns);
+    let synced = wait_until_synced(&operator).await;
+    let api: Api<DatabaseConnection> = Api::namespaced(client, &ns);
+
+    let (mut returned, mut ready, mut after_apply) = (Vec::new(), Vec::new(), Vec::new());
+    // Run 0 is a warm-up (first kubectl discovery, first pool in the process) and not counted.
+    for run in 0..=APPLY_RUNS {
+        let name = format!("apply-{run:02}");
+        let started = Instant::now();
+        apply(&ns, &neo4j_connection_yaml(&name, env.neo4j_uri(), "login"));
+        let applied = started.elapsed();
+        let took = poll_until(&api, &name, started, is_ready).await;
+        api.delete(&name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {ns}/{name}: {e}"));
+        if run > 0 {
+            returned.push(applied);
+            ready.push(took);
+            after_apply.push(took.saturating_sub(applied));
+        }
+    }
+
+    section(
+        &format!(
+            "apply -> Ready ({APPLY_RUNS} connections, one at a time, after 1 warm-up; namespace {ns})"
+        ),
+        &load,
+    );
+    value_row("operator start -> /readyz 200", ms(synced));
+    stats_header();
+    stats_row("kubectl apply returned", &returned);
+    stats_row("apply -> Ready=True (poll 25 ms)", &ready);
+    stats_row("  of which after kubectl returned", &after_apply);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Secret rotation -> Ready on the new credentials
+
+async fn bench_rotation() {
+    let load = load_average();
+    let client = require_kube().await;
+    require_neo4j().await;
+    let env = TestEnv::get();
+    let ns = TestNamespace::create(&client, "bench-rotation").await.name;
+    let user = unique_user("bench_rotation");
+    let mut password = new_password(0);
+    create_user(&user, &password).await;
+    apply(&ns, &secret_yaml("login", &user, &password));
+    let _operator = Operator::start(&ns);
+    apply(
+        &ns,
+        &neo4j_connection_yaml("rotating", env.neo4j_uri(), "login"),
+    );
+    let api: Api<DatabaseConnection> = Api::namespaced(client.clone(), &ns);
+    poll_until(&api, "rotating", Instant::now(), is_connected).await;
+
+    let secrets: Api<Secret> = Api::namespaced(client, &ns);
+    let mut samples = Vec::new();
+    for rotation in 1..=ROTATIONS {
+        // The way a password is rotated: the server first, then the Secret.
+        password = new_password(rotation);
+        set_password(&user, &password).await;
+        let started = Instant::now();
+        let version = update_password(&secrets, "login", &password).await;
+        let took = poll_until(&api, "rotating", started, |obj| {
+            credentials_version(obj) == version && is_connected(obj)
+        })
+        .await;
+        samples.push(took);
+    }
+
+    section(
+        &format!(
+            "Secret rotation -> Ready on the new credentials ({ROTATIONS} rotations; namespace {ns})"
+        ),
+        &load,
+    );
+    stats_header();
+    stats_row("Secret update -> new version, Connected", &samples);
+}
+
+fn new_password(rotation: usize) -> String {
+    format!("bench-rotation-{rotation}-{:08x}", rand::random::<u32>())
+}
+
+/// Sets the Secret's password; returns the Secret's new resourceVersion.
+async fn update_password(secrets: &Api<Secret>, name: &str, password: &str) -> String {
+    let patch = serde_json::json!({ "stringData": { "password": password } });
+    secrets
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("update Secret {name}: {e}"))
+        .metadata
+        .resource_version
+        .expect("an updated Secret has a resourceVersion")
+}
+
+fn credentials_version(obj: &DatabaseConnection) -> &str {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.credentials.as_ref())
+        .map_or("", |c| c.secret_resource_version.as_str())
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Scale: 1000 connections, one operator
+
+async fn bench_scale() {
+    let load = load_average();
+    let client = require_kube().await;
+    require_neo4j().await;
+    let env = TestEnv::get();
+    let ns = TestNamespace::create(&client, "bench-scale").await.name;
+    apply(
+        &ns,
+        &secret_yaml("shared", env.var("NEO4J_USER"), env.neo4j_password()),
+    );
+    let api: Api<DatabaseConnection> = Api::namespaced(client, &ns);
+    let created = create_connections(&api, env.neo4j_uri()).await;
+
+    let started = Instant::now();
+    let operator = Operator::start(&ns);
+    let mut memory = Memory::of(operator_pid(&ns));
+    let ramp = ramp_up(&api, started, &mut memory).await;
+    let ramp_peak = memory.peak_rss_kib;
+    let failures_in_ramp = operator.metric("dbconn_probe_failures_total").await;
+
+    let mut windows = Vec::new();
+    for _ in 0..STEADY_WINDOWS {
+        windows.push(steady_window(&operator, &api, &mut memory).await);
+    }
+    let (rss_end, hwm_end) = (memory.read("VmRSS:"), memory.read("VmHWM:"));
+    let reconcile_errors = operator.metric("dbconn_reconcile_errors_total").await;
+    drop(operator);
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("delete the DatabaseConnections of {ns}: {e}"));
+
+    section(
+        &format!(
+            "scale: {SCALE_COUNT} connections, one Secret, interval 30s, operator started after creation (namespace {ns})"
+        ),
+        &load,
+    );
+    value_row(
+        &format!("create {SCALE_COUNT} objects ({CREATE_CONCURRENCY} in flight)"),
+        ms(created),
+    );
+    value_row("operator start -> first Ready", ms(ramp.first));
+    value_row("operator start -> half Ready", ms(ramp.half));
+    value_row("operator start -> all Ready (list / 500 ms)", ms(ramp.all));
+    value_row("probe failures during ramp-up", failures_in_ramp);
+    value_row("reconcile errors (whole run)", reconcile_errors);
+    value_row("peak VmRSS sampled during ramp-up", mib(ramp_peak));
+    value_row("peak VmRSS sampled, whole run", mib(memory.peak_rss_kib));
+    value_row("VmRSS at end", mib(rss_end));
+    value_row("VmHWM at end", mib(hwm_end));
+    print_windows(&windows);
+}
+
+/// Creates the connections concurrently; returns how long it took.
+async fn create_connections(api: &Api<DatabaseConnection>, uri: &str) -> Duration {
+    let started = Instant::now();
+    stream::iter(0..SCALE_COUNT)
+        .map(|i| async move {
+            let obj = connection(&format!("conn-{i:04}"), uri, "shared");
+            api.create(&PostParams::default(), &obj)
+                .await
+                .unwrap_or_else(|e| panic!("create conn-{i:04}: {e}"));
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect::<()>()
+        .await;
+    started.elapsed()
+}
+
+struct Ramp {
+    first: Duration,
+    half: Duration,
+    all: Duration,
+}
+
+/// Lists the connections every 500 ms (sampling memory each time) until all are Ready.
+async fn ramp_up(api: &Api<DatabaseConnection>, started: Instant, memory: &mut Memory) -> Ramp {
+    let mut ticker = tokio::time::interval(SCALE_POLL);
+    let (mut first, mut half) = (None, None);
+    loop {
+        ticker.tick().await;
+        memory.sample();
+        let reasons = ready_reasons(api).await;
+        let ready = reasons.get("True/Connected").copied().unwrap_or(0);
+        let elapsed = started.elapsed();
+        if ready > 0 {
+            first.get_or_insert(elapsed);
+        }
+        if ready * 2 >= SCALE_COUNT {
+            half.get_or_insert(elapsed);
+        }
+        if ready == SCALE_COUNT {
+            return Ramp {
+                first: first.unwrap_or(elapsed),
+                half: half.unwrap_or(elapsed),
+                all: elapsed,
+            };
+        }
+        assert!(
+            elapsed < SCALE_TIMEOUT,
+            "only {ready} of {SCALE_COUNT} connections Ready after {SCALE_TIMEOUT:?}; Ready by status/reason: {reasons:?}"
+        );
+    }
+}
+
+/// How many connections have each Ready status/reason, e.g. `True/Connected`.
+async fn ready_reasons(api: &Api<DatabaseConnection>) -> BTreeMap<String, usize> {
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("list DatabaseConnections: {e}"));
+    let mut counts = BTreeMap::new();
+    for obj in &list.items {
+        let key = obj
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, READY))
+            .map_or("none".into(), |c| format!("{}/{}", c.status, c.reason));
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// What changed during one window, from the operator's counters and from the apiserver.
+struct Window {
+    elapsed: Duration,
+    status_writes: f64,
+    probes: f64,
+    reconciles: f64,
+    objects_changed: usize,
+    modified_events: usize,
+}
+
+/// Counters and resourceVersions at one moment.
+struct Snapshot {
+    status_writes: f64,
+    probes: f64,
+    reconciles: f64,
+    list_version: String,
+    versions: BTreeMap<String, String>,
+}
+
+async fn snapshot(operator: &Operator, api: &Api<DatabaseConnection>) -> Snapshot {
+    let status_writes = operator.metric("dbconn_status_writes_total").await;
+    let probes = operator.metric("dbconn_probe_duration_seconds_count").await;
+    let reconciles = operator.metric("dbconn_reconciles_total").await;
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("list DatabaseConnections: {e}"));
+    let versions = list
+        .items
+        .iter()
+        .map(|o| {
+            let name = o.metadata.name.clone().unwrap_or_default();
+            (
+                name,
+                o.metadata.resource_version.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    Snapshot {
+        status_writes,
+        probes,
+        reconciles,
+        list_version: list.metadata.resource_version.unwrap_or_default(),
+        versions,
+    }
+}
+
+/// One window of [`STEADY_WINDOW`]: counters and a list before and after, and a watch from the
+/// first list's version counting every write the apiserver accepted in between.
+async fn steady_window(
+    operator: &Operator,
+    api: &Api<DatabaseConnection>,
+    memory: &mut Memory,
+) -> Window {
+    let started = Instant::now();
+    let before = snapshot(operator, api).await;
+    let until = started + STEADY_WINDOW;
+    let (modified_events, ()) = tokio::join!(
+        count_modified(api, &before.list_version, until),
+        sample_until(memory, until)
+    );
+    let after = snapshot(operator, api).await;
+    let objects_changed = before
+        .versions
+        .iter()
+        .filter(|(name, version)| after.versions.get(*name) != Some(version))
+        .count();
+    Window {
+        elapsed: started.elapsed(),
+        status_writes: after.status_writes - before.status_writes,
+        probes: after.probes - before.probes,
+        reconciles: after.reconciles - before.reconciles,
+        objects_changed,
+        modified_events,
+    }
+}
+
+/// Counts MODIFIED events of a watch started at `version`, until `until`.
+async fn count_modified(api: &Api<DatabaseConnection>, version: &str, until: Instant) -> usize {
+    let server_timeout = (STEADY_WINDOW.as_secs() + 60) as u32;
+    let events = api
+        .watch(&WatchParams::default().timeout(server_timeout), version)
+        .await
+        .unwrap_or_else(|e| panic!("watch DatabaseConnections from {version}: {e}"));
+    let mut events = std::pin::pin!(events.take_until(tokio::time::sleep_until(until.into())));
+    let mut modified = 0;
+    while let Some(event) = events.next().await {
+        match event.unwrap_or_else(|e| panic!("watch DatabaseConnections: {e}")) {
+            WatchEvent::Modified(_) => modified += 1,
+            WatchEvent::Error(e) => panic!("the watch failed: {e}"),
+            _ => {}
+        }
+    }
+    modified
+}
+
+/// A table row: its label and how to compute it from one window.
+type Row<'a> = (&'a str, &'a dyn Fn(&Window) -> f64);
+
+fn print_windows(windows: &[Window]) {
+    let per_minute = |count: f64, w: &Window| count * 60.0 / w.elapsed.as_secs_f64();
+    let rows: [Row<'_>; 5] = [
+        ("status writes/min (operator counter)", &|w| {
+            per_minute(w.status_writes, w)
+        }),
+        ("probes/min (probe_duration count)", &|w| {
+            per_minute(w.probes, w)
+        }),
+        ("reconciles/min", &|w| per_minute(w.reconciles, w)),
+        ("objects with a new resourceVersion", &|w| {
+            w.objects_changed as f64
+        }),
+        ("MODIFIED watch events (apiserver)/min", &|w| {
+            per_minute(w.modified_events as f64, w)
+        }),
+    ];
+    print!("\n{:<46}", "after all Ready, per 60 s window");
+    for i in 1..=windows.len() {
+        print!(" {:>10}", format!("window {i}"));
+    }
+    println!();
+    for (label, value) in rows {
+        print!("{label:<46}");
+        for window in windows {
+            print!(" {:>10.1}", value(window));
+        }
+        println!();
+    }
+}
+
+/// The operator process's memory, from /proc/PID/status.
+struct Memory {
+    pid: u32,
+    peak_rss_kib: u64,
+}
+
+impl Memory {
+    fn of(pid: u32) -> Self {
+        Self {
+            pid,
+            peak_rss_kib: 0,
+        }
+    }
+
+    fn sample(&mut self) {
+        self.peak_rss_kib = self.peak_rss_kib.max(self.read("VmRSS:"));
+    }
+
+    /// A `kB` field of /proc/PID/status; panics if the process is gone.
+    fn read(&self, field: &str) -> u64 {
+        let path = format!("/proc/{}/status", self.pid);
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {path} (did the operator exit?): {e}"));
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {path}"))
+    }
+}
+
+/// Sleeps until `until`, sampling memory every 500 ms.
+async fn sample_until(memory: &mut Memory, until: Instant) {
+    let mut ticker = tokio::time::interval(SCALE_POLL);
+    while Instant::now() < until {
+        ticker.tick().await;
+        memory.sample();
+    }
+}
+
+/// The operator process started for `namespace`, found in /proc by its command line (the
+/// harness's `Operator` does not expose its child's id).
+fn operator_pid(namespace: &str) -> u32 {
+    let exe = env!("CARGO_BIN_EXE_dbconn-operator").as_bytes();
+    let started_here = |pid: u32| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.first() == Some(&exe)
+            && args
+                .windows(2)
+                .any(|w| w[0] == b"--namespace" && w[1] == namespace.as_bytes())
+    };
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .find(|pid| started_here(*pid))
+        .unwrap_or_else(|| panic!("no operator process for namespace {namespace} in /proc"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Probe cost, in process
+
+async fn bench_probe() {
+    let load = load_average();
+    require_neo4j().await;
+    let env = TestEnv::get();
+    let spec = connection("probe", env.neo4j_uri(), "unused").spec;
+    let settings = ConnectionSettings::from_spec(&spec).expect("the bench spec is valid");
+    let credentials = Credentials {
+        username: env.var("NEO4J_USER").into(),
+        password: SecretString::new(env.neo4j_password()),
+        secret_name: "unused".into(),
+        secret_resource_version: "0".into(),
+        ca_pem: None,
+    };
+    let pool = engine::for_engine(Engine::Neo4j)
+        .open(&settings, &credentials)
+        .expect("open a Neo4j pool");
+    pool.identify()
+        .await
+        .expect("identify the server, as a new pool's first probe does");
+    let graph = admin();
+    for _ in 0..PROBE_WARMUP {
+        operator_probe(&*pool, settings.health.timeout).await;
+        bare_query(&graph).await;
+    }
+    // Interleaved, so both see the same background load.
+    let (mut probes, mut bare) = (Vec::new(), Vec::new());
+    for _ in 0..PROBES {
+        probes.push(operator_probe(&*pool, settings.health.timeout).await);
+        bare.push(bare_query(&graph).await);
+    }
+
+    section(
+        &format!(
+            "probe cost, in process, warm connections ({PROBES} each, interleaved, after {PROBE_WARMUP} warm-up)"
+        ),
+        &load,
+    );
+    stats_header();
+    stats_row("Pool::ping under timeout (reconciler)", &probes);
+    stats_row("neo4rs execute(RETURN 1) + drain", &bare);
+    value_row(
+        "ratio of medians (ping / bare)",
+        format!(
+            "{:.2}",
+            percentile(&probes, 50.0).as_secs_f64() / percentile(&bare, 50.0).as_secs_f64()
+        ),
+    );
+}
+
+/// One probe exactly as `Reconciliation::probe` runs it on a pool that has identified.
+async fn operator_probe(pool: &dyn Pool, timeout: Duration) -> Duration {
+    let started = Instant::now();
+    tokio::time::timeout(timeout, pool.ping())
+        .await
+        .unwrap_or_else(|_| panic!("ping timed out after {timeout:?}"))
+        .unwrap_or_else(|e| panic!("ping failed: {e}"));
+    started.elapsed()
+}
+
+async fn bare_query(graph: &Graph) -> Duration {
+    let started = Instant::now();
+    let mut rows = graph
+        .execute(query("RETURN 1"))
+        .await
+        .unwrap_or_else(|e| panic!("RETURN 1 failed: {e}"));
+    while rows
+        .next()
+        .await
+        .unwrap_or_else(|e| panic!("reading RETURN 1 failed: {e}"))
+        .is_some()
+    {}
+    started.elapsed()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The environment
+
+/// A client for the test apiserver, with the CRD installed; panics unless it answers.
+async fn require_kube() -> Client {
+    let client = client().await;
+    client.apiserver_version().await.unwrap_or_else(|e| {
+        panic!(
+            "the test apiserver does not answer ({e}): start it with `bash tests/testenv/testenv.sh up`"
+        )
+    });
+    install_crd();
+    client
+}
+
+/// Panics unless the test Neo4j answers.
+async fn require_neo4j() {
+    let env = TestEnv::get();
+    admin().run(query("RETURN 1")).await.unwrap_or_else(|e| {
+        panic!(
+            "the test Neo4j at {} does not answer ({e}): start it with `bash tests/testenv/testenv.sh up`",
+            env.neo4j_uri()
+        )
+    });
+}
+
+/// Waits until the operator's HTTP server answers /readyz with 200 (its watches have synced).
+async fn wait_until_synced(operator: &Operator) -> Duration {
+    let started = Instant::now();
+    loop {
+        let listening = tokio::net::TcpStream::connect(("127.0.0.1", operator.http_port))
+            .await
+            .is_ok();
+        if listening && operator.http_get("/readyz").await.0 == 200 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the operator was not ready within {TIMEOUT:?}; see {}",
+            operator.log.display()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// A Neo4j DatabaseConnection with every default (health check every 30 s).
+fn connection(name: &str, uri: &str, secret: &str) -> DatabaseConnection {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "dbconn.dev/v1alpha1",
+        "kind": "DatabaseConnection",
+        "metadata": { "name": name },
+        "spec": {
+            "engine": "neo4j",
+            "uri": uri,
+            "credentials": { "secretRef": { "name": secret } },
+        },
+    }))
+    .expect("a valid DatabaseConnection")
+}
+
+fn is_ready(obj: &DatabaseConnection) -> bool {
+    obj.status
+        .as_ref()
+        .is_some_and(|s| conditions::is_true(&s.conditions, READY))
+}
+
+fn is_connected(obj: &DatabaseConnection) -> bool {
+    obj.status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, READY))
+        .is_some_and(|c| c.status == "True" && c.reason == "Connected")
+}
+
+/// Reads `name` every 25 ms until `done` holds; returns the time since `started`. Panics with
+/// the last status after [`TIMEOUT`].
+async fn poll_until(
+    api: &Api<DatabaseConnection>,
+    name: &str,
+    started: Instant,
+    done: impl Fn(&DatabaseConnection) -> bool,
+) -> Duration {
+    let mut last = None;
+    while started.elapsed() < TIMEOUT {
+        let obj = api
+            .get_opt(name)
+            .await
+            .unwrap_or_else(|e| panic!("read DatabaseConnection {name}: {e}"));
+        if let Some(obj) = obj {
+            if done(&obj) {
+                return started.elapsed();
+            }
+            last = obj.status;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    panic!(
+        "{name} did not reach the awaited status within {TIMEOUT:?}; last status: {}",
+        serde_json::to_string_pretty(&last).unwrap_or_default()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+/// Nearest-rank percentile (`p` in 0..=100) of unsorted samples.
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    assert!(!samples.is_empty(), "no samples");
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn section(title: &str, load_at_start: &str) {
+    println!("\n== {title}");
+    println!(
+        "   load average at start: {load_at_start}; at end: {}",
+        load_average()
+    );
+}
+
+fn stats_header() {
+    println!(
+        "{:<46} {:>4} {:>10} {:>10} {:>10} {:>10}",
+        "", "n", "median", "p95", "min", "max"
+    );
+}
+
+fn stats_row(label: &str, samples: &[Duration]) {
+    println!(
+        "{label:<46} {:>4} {:>10} {:>10} {:>10} {:>10}",
+        samples.len(),
+        ms(percentile(samples, 50.0)),
+        ms(percentile(samples, 95.0)),
+        ms(percentile(samples, 0.0)),
+        ms(percentile(samples, 100.0)),
+    );
+}
+
+fn value_row(label: &str, value: impl Display) {
+    println!("{label:<46} {value:>15}");
+}
+
+fn ms(duration: Duration) -> String {
+    let millis = duration.as_secs_f64() * 1000.0;
+    if millis < 10.0 {
+        format!("{millis:.2} ms")
+    } else {
+        format!("{millis:.1} ms")
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
