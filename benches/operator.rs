@@ -15,7 +15,7 @@
 mod common;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fmt::Display,
     time::{Duration, Instant},
 };
@@ -39,6 +39,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
 };
 use neo4rs::{Graph, query};
+use serde_json::Value;
 
 const SECTIONS: [&str; 4] = ["apply", "rotation", "scale", "probe"];
 
@@ -49,7 +50,7 @@ const SCALE_COUNT: usize = 1000;
 const CREATE_CONCURRENCY: usize = 32;
 /// Consecutive one-minute windows measured after all connections are Ready: the first ones
 /// still see the start-up latency figures being replaced, the last one is steady state.
-const STEADY_WINDOWS: usize = 3;
+const STEADY_WINDOWS: usize = 5;
 const STEADY_WINDOW: Duration = Duration::from_secs(60);
 const PROBES: usize = 500;
 const PROBE_WARMUP: usize = 50;
@@ -221,16 +222,16 @@ async fn bench_scale() {
     let started = Instant::now();
     let operator = Operator::start(&ns);
     let mut memory = Memory::of(operator_pid(&ns));
-    let ramp = ramp_up(&api, started, &mut memory).await;
+    let ramp = ramp_up(&api, &operator, started, &mut memory).await;
     let ramp_peak = memory.peak_rss_kib;
-    let failures_in_ramp = operator.metric("dbconn_probe_failures_total").await;
 
     let mut windows = Vec::new();
     for _ in 0..STEADY_WINDOWS {
         windows.push(steady_window(&operator, &api, &mut memory).await);
     }
+    memory.sample();
     let (rss_end, hwm_end) = (memory.read("VmRSS:"), memory.read("VmHWM:"));
-    let reconcile_errors = operator.metric("dbconn_reconcile_errors_total").await;
+    let reconcile_errors = counter(&operator, "dbconn_reconcile_errors_total").await;
     drop(operator);
     api.delete_collection(&DeleteParams::default(), &ListParams::default())
         .await
@@ -249,7 +250,9 @@ async fn bench_scale() {
     value_row("operator start -> first Ready", ms(ramp.first));
     value_row("operator start -> half Ready", ms(ramp.half));
     value_row("operator start -> all Ready (list / 500 ms)", ms(ramp.all));
-    value_row("probe failures during ramp-up", failures_in_ramp);
+    value_row("  status writes until then", ramp.status_writes);
+    value_row("  reconciles until then", ramp.reconciles);
+    value_row("  probe failures until then", ramp.probe_failures);
     value_row("reconcile errors (whole run)", reconcile_errors);
     value_row("peak VmRSS sampled during ramp-up", mib(ramp_peak));
     value_row("peak VmRSS sampled, whole run", mib(memory.peak_rss_kib));
@@ -274,14 +277,23 @@ async fn create_connections(api: &Api<DatabaseConnection>, uri: &str) -> Duratio
     started.elapsed()
 }
 
+/// From the operator's start until every connection is Ready.
 struct Ramp {
     first: Duration,
     half: Duration,
     all: Duration,
+    status_writes: u64,
+    reconciles: u64,
+    probe_failures: u64,
 }
 
 /// Lists the connections every 500 ms (sampling memory each time) until all are Ready.
-async fn ramp_up(api: &Api<DatabaseConnection>, started: Instant, memory: &mut Memory) -> Ramp {
+async fn ramp_up(
+    api: &Api<DatabaseConnection>,
+    operator: &Operator,
+    started: Instant,
+    memory: &mut Memory,
+) -> Ramp {
     let mut ticker = tokio::time::interval(SCALE_POLL);
     let (mut first, mut half) = (None, None);
     loop {
@@ -301,6 +313,9 @@ async fn ramp_up(api: &Api<DatabaseConnection>, started: Instant, memory: &mut M
                 first: first.unwrap_or(elapsed),
                 half: half.unwrap_or(elapsed),
                 all: elapsed,
+                status_writes: counter(operator, "dbconn_status_writes_total").await,
+                reconciles: counter(operator, "dbconn_reconciles_total").await,
+                probe_failures: counter(operator, "dbconn_probe_failures_total").await,
             };
         }
         assert!(
@@ -336,15 +351,17 @@ struct Window {
     reconciles: f64,
     objects_changed: usize,
     modified_events: usize,
+    /// How many objects changed each status field, e.g. `probe.latency`.
+    fields_changed: BTreeMap<String, usize>,
 }
 
-/// Counters and resourceVersions at one moment.
+/// Counters, and every object's resourceVersion and status, at one moment.
 struct Snapshot {
     status_writes: f64,
     probes: f64,
     reconciles: f64,
     list_version: String,
-    versions: BTreeMap<String, String>,
+    objects: BTreeMap<String, (String, Value)>,
 }
 
 async fn snapshot(operator: &Operator, api: &Api<DatabaseConnection>) -> Snapshot {
@@ -355,15 +372,14 @@ async fn snapshot(operator: &Operator, api: &Api<DatabaseConnection>) -> Snapsho
         .list(&ListParams::default())
         .await
         .unwrap_or_else(|e| panic!("list DatabaseConnections: {e}"));
-    let versions = list
+    let objects = list
         .items
         .iter()
         .map(|o| {
             let name = o.metadata.name.clone().unwrap_or_default();
-            (
-                name,
-                o.metadata.resource_version.clone().unwrap_or_default(),
-            )
+            let version = o.metadata.resource_version.clone().unwrap_or_default();
+            let status = serde_json::to_value(&o.status).expect("status serializes");
+            (name, (version, status))
         })
         .collect();
     Snapshot {
@@ -371,7 +387,7 @@ async fn snapshot(operator: &Operator, api: &Api<DatabaseConnection>) -> Snapsho
         probes,
         reconciles,
         list_version: list.metadata.resource_version.unwrap_or_default(),
-        versions,
+        objects,
     }
 }
 
@@ -390,11 +406,19 @@ async fn steady_window(
         sample_until(memory, until)
     );
     let after = snapshot(operator, api).await;
-    let objects_changed = before
-        .versions
-        .iter()
-        .filter(|(name, version)| after.versions.get(*name) != Some(version))
-        .count();
+    let mut objects_changed = 0;
+    let mut fields_changed = BTreeMap::new();
+    for (name, (version, status)) in &before.objects {
+        let Some((new_version, new_status)) = after.objects.get(name) else {
+            continue;
+        };
+        if new_version != version {
+            objects_changed += 1;
+        }
+        for field in changed_fields(status, new_status) {
+            *fields_changed.entry(field).or_insert(0) += 1;
+        }
+    }
     Window {
         elapsed: started.elapsed(),
         status_writes: after.status_writes - before.status_writes,
@@ -402,7 +426,42 @@ async fn steady_window(
         reconciles: after.reconciles - before.reconciles,
         objects_changed,
         modified_events,
+        fields_changed,
     }
+}
+
+/// Paths of the status fields that differ, one level into objects (`probe.latency`);
+/// lists such as `conditions` count as one field.
+fn changed_fields(before: &Value, after: &Value) -> Vec<String> {
+    let (Some(before), Some(after)) = (before.as_object(), after.as_object()) else {
+        return if before == after {
+            vec![]
+        } else {
+            vec!["status".into()]
+        };
+    };
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut changed = Vec::new();
+    for key in keys {
+        let (old, new) = (before.get(key), after.get(key));
+        match (
+            old.and_then(Value::as_object),
+            new.and_then(Value::as_object),
+        ) {
+            (Some(old), Some(new)) => {
+                let subkeys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+                changed.extend(
+                    subkeys
+                        .into_iter()
+                        .filter(|sub| old.get(*sub) != new.get(*sub))
+                        .map(|sub| format!("{key}.{sub}")),
+                );
+            }
+            _ if old != new => changed.push(key.clone()),
+            _ => {}
+        }
+    }
+    changed
 }
 
 /// Counts MODIFIED events of a watch started at `version`, until `until`.
@@ -456,6 +515,27 @@ fn print_windows(windows: &[Window]) {
         }
         println!();
     }
+    for (i, window) in windows.iter().enumerate() {
+        let fields: Vec<String> = window
+            .fields_changed
+            .iter()
+            .map(|(field, count)| format!("{field} x{count}"))
+            .collect();
+        println!(
+            "  window {}: status fields changed: {}",
+            i + 1,
+            if fields.is_empty() {
+                "none".into()
+            } else {
+                fields.join(", ")
+            }
+        );
+    }
+}
+
+/// A counter from the operator's /metrics, summed over its series.
+async fn counter(operator: &Operator, name: &str) -> u64 {
+    operator.metric(name).await as u64
 }
 
 /// The operator process's memory, from /proc/PID/status.

@@ -32,6 +32,7 @@ use crate::{
     credentials::{self, Credentials},
     engine::{self, EngineError},
     http::Readiness,
+    latency::LatencyTracker,
     metrics::{ConnectionLabels, Metrics},
     schedule,
     schema_apply::{self, SchemaReport},
@@ -232,8 +233,14 @@ fn restored_state(obj: &DatabaseConnection) -> ConnectionState {
         .as_ref()
         .and_then(|s| s.probe.as_ref())
         .map_or(0, |p| p.consecutive_failures);
+    let shown_latency = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.probe.as_ref())
+        .and_then(|p| p.latency.as_deref());
     ConnectionState {
         consecutive_failures,
+        latency: LatencyTracker::restored(shown_latency),
         ..Default::default()
     }
 }
@@ -327,7 +334,7 @@ impl Reconciliation<'_> {
             binding: None,
         };
         let delay = match result {
-            Ok(latency) => {
+            Ok((latency, cold)) => {
                 self.state.consecutive_failures = 0;
                 if let Some(labels) = &self.state.labels {
                     self.ctx.metrics.probe_succeeded(labels, latency);
@@ -351,7 +358,8 @@ impl Reconciliation<'_> {
                     endpoint: &settings.endpoint,
                     user: &credentials.username,
                 };
-                self.report_with_latency(&outcome, facts, latency).await?;
+                self.report_with_latency(&outcome, facts, latency, cold)
+                    .await?;
                 let next = schedule::after_success(&settings, rand::random());
                 if check_soon {
                     next.min(SCHEMA_RECHECK)
@@ -533,12 +541,13 @@ impl Reconciliation<'_> {
         }
     }
 
-    /// Opens (or reuses) the pool and probes it within the health-check timeout.
+    /// Opens (or reuses) the pool and probes it within the health-check timeout. Returns the
+    /// latency, and whether the probe was the pool's first (which includes opening a connection).
     async fn probe(
         &mut self,
         settings: &ConnectionSettings,
         credentials: &Credentials,
-    ) -> Result<Duration, EngineError> {
+    ) -> Result<(Duration, bool), EngineError> {
         let now = Instant::now();
         let built_from = pool_fingerprint(settings, credentials);
         let reusable =
@@ -573,9 +582,9 @@ impl Reconciliation<'_> {
         match outcome {
             Ok(Ok(Some(server))) => {
                 entry.server = Some(server);
-                Ok(latency)
+                Ok((latency, true))
             }
-            Ok(Ok(None)) => Ok(latency),
+            Ok(Ok(None)) => Ok((latency, false)),
             Ok(Err(error)) => Err(error),
             Err(_elapsed) => Err(EngineError::Timeout {
                 endpoint: settings.endpoint.clone(),
@@ -591,6 +600,7 @@ impl Reconciliation<'_> {
         outcome: &Outcome<'_>,
         facts: Facts,
         latency: Duration,
+        cold: bool,
     ) -> Result<(), Error> {
         let previous = self.obj.status.clone().unwrap_or_default();
         let without_latency = status::desired(
@@ -600,7 +610,11 @@ impl Reconciliation<'_> {
             self.obj.metadata.generation,
             Timestamp::now(),
         );
-        let typical = self.state.latency.observe(latency);
+        let typical = if cold {
+            self.state.latency.observe_cold(latency)
+        } else {
+            self.state.latency.observe(latency)
+        };
         if without_latency == previous && !self.state.latency.worth_recording(typical) {
             return Ok(());
         }

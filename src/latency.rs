@@ -8,7 +8,7 @@ const WINDOW: usize = 5;
 /// A move is material when the new median is at least this many times the old one (or a
 /// fraction as large) and at least `MIN_STEP` apart.
 const RATIO: u32 = 3;
-const MIN_STEP: Duration = Duration::from_millis(20);
+const MIN_STEP: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Debug, Default)]
 pub struct LatencyTracker {
@@ -17,15 +17,38 @@ pub struct LatencyTracker {
 }
 
 impl LatencyTracker {
+    /// Starts from the figure status already shows (e.g. `3ms`), so a restarted operator does
+    /// not rewrite every connection's status to refresh it.
+    pub fn restored(shown: Option<&str>) -> Self {
+        let recorded = shown.and_then(|text| match text.strip_suffix("µs") {
+            Some(micros) => micros.parse().ok().map(Duration::from_micros),
+            None => crate::duration::parse(text).ok(),
+        });
+        Self {
+            recent: VecDeque::new(),
+            recorded,
+        }
+    }
+
+    /// The typical latency including a probe that had to open its connection first: that one
+    /// is not representative, so it counts only while nothing else is known.
+    pub fn observe_cold(&mut self, latency: Duration) -> Duration {
+        self.median().unwrap_or(latency)
+    }
+
     /// Adds a probe's latency; returns the median of the recent ones.
     pub fn observe(&mut self, latency: Duration) -> Duration {
         if self.recent.len() == WINDOW {
             self.recent.pop_front();
         }
         self.recent.push_back(latency);
+        self.median().expect("a latency was just added")
+    }
+
+    fn median(&self) -> Option<Duration> {
         let mut sorted: Vec<_> = self.recent.iter().copied().collect();
         sorted.sort();
-        sorted[sorted.len() / 2]
+        sorted.get(sorted.len() / 2).copied()
     }
 
     /// True when `typical` differs materially from what status shows (or status shows none).
@@ -61,11 +84,32 @@ mod tests {
     fn small_or_proportionally_small_moves_are_ignored() {
         let mut tracker = LatencyTracker::default();
         tracker.recorded(MS(3));
-        assert!(!tracker.worth_recording(MS(15)), "under 20 ms apart");
+        assert!(!tracker.worth_recording(MS(45)), "under 50 ms apart");
         tracker.recorded(MS(100));
         assert!(!tracker.worth_recording(MS(200)), "under 3x");
         assert!(tracker.worth_recording(MS(400)));
         assert!(tracker.worth_recording(MS(10)));
+    }
+
+    #[test]
+    fn status_figures_are_read_back_after_a_restart() {
+        let tracker = LatencyTracker::restored(Some("850µs"));
+        assert!(!tracker.worth_recording(MS(2)));
+        let tracker = LatencyTracker::restored(Some("1.2s"));
+        assert!(tracker.worth_recording(MS(2)));
+        assert!(LatencyTracker::restored(None).worth_recording(MS(2)));
+    }
+
+    #[test]
+    fn a_cold_probe_does_not_enter_the_window() {
+        let mut tracker = LatencyTracker::default();
+        assert_eq!(
+            tracker.observe_cold(MS(300)),
+            MS(300),
+            "nothing else known yet"
+        );
+        tracker.observe(MS(2));
+        assert_eq!(tracker.observe_cold(MS(300)), MS(2));
     }
 
     #[test]
