@@ -90,7 +90,7 @@ async fn main() {
 // 1. apply -> Ready
 
 async fn bench_apply() {
-    let load = load_average();
+    let machine = machine_state();
     let client = require_kube().await;
     require_neo4j().await;
     let env = TestEnv::get();
@@ -125,7 +125,7 @@ async fn bench_apply() {
         &format!(
             "apply -> Ready ({APPLY_RUNS} connections, one at a time, after 1 warm-up; namespace {ns})"
         ),
-        &load,
+        &machine,
     );
     value_row("operator start -> /readyz 200", ms(synced));
     stats_header();
@@ -138,7 +138,7 @@ async fn bench_apply() {
 // 2. Secret rotation -> Ready on the new credentials
 
 async fn bench_rotation() {
-    let load = load_average();
+    let machine = machine_state();
     let client = require_kube().await;
     require_neo4j().await;
     let env = TestEnv::get();
@@ -169,12 +169,15 @@ async fn bench_rotation() {
         .await;
         samples.push(took);
     }
+    api.delete("rotating", &DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("delete {ns}/rotating: {e}"));
 
     section(
         &format!(
             "Secret rotation -> Ready on the new credentials ({ROTATIONS} rotations; namespace {ns})"
         ),
-        &load,
+        &machine,
     );
     stats_header();
     stats_row("Secret update -> new version, Connected", &samples);
@@ -207,7 +210,7 @@ fn credentials_version(obj: &DatabaseConnection) -> &str {
 // 3. Scale: 1000 connections, one operator
 
 async fn bench_scale() {
-    let load = load_average();
+    let machine = machine_state();
     let client = require_kube().await;
     require_neo4j().await;
     let env = TestEnv::get();
@@ -241,7 +244,7 @@ async fn bench_scale() {
         &format!(
             "scale: {SCALE_COUNT} connections, one Secret, interval 30s, operator started after creation (namespace {ns})"
         ),
-        &load,
+        &machine,
     );
     value_row(
         &format!("create {SCALE_COUNT} objects ({CREATE_CONCURRENCY} in flight)"),
@@ -353,6 +356,8 @@ struct Window {
     modified_events: usize,
     /// How many objects changed each status field, e.g. `probe.latency`.
     fields_changed: BTreeMap<String, usize>,
+    /// The operator's resident memory at the end of the window.
+    rss_kib: u64,
 }
 
 /// Counters, and every object's resourceVersion and status, at one moment.
@@ -427,6 +432,7 @@ async fn steady_window(
         objects_changed,
         modified_events,
         fields_changed,
+        rss_kib: memory.read("VmRSS:"),
     }
 }
 
@@ -488,7 +494,7 @@ type Row<'a> = (&'a str, &'a dyn Fn(&Window) -> f64);
 
 fn print_windows(windows: &[Window]) {
     let per_minute = |count: f64, w: &Window| count * 60.0 / w.elapsed.as_secs_f64();
-    let rows: [Row<'_>; 5] = [
+    let rows: [Row<'_>; 6] = [
         ("status writes/min (operator counter)", &|w| {
             per_minute(w.status_writes, w)
         }),
@@ -501,6 +507,9 @@ fn print_windows(windows: &[Window]) {
         }),
         ("MODIFIED watch events (apiserver)/min", &|w| {
             per_minute(w.modified_events as f64, w)
+        }),
+        ("operator VmRSS at window end (MiB)", &|w| {
+            w.rss_kib as f64 / 1024.0
         }),
     ];
     print!("\n{:<46}", "after all Ready, per 60 s window");
@@ -578,30 +587,68 @@ async fn sample_until(memory: &mut Memory, until: Instant) {
     }
 }
 
-/// The operator process started for `namespace`, found in /proc by its command line (the
-/// harness's `Operator` does not expose its child's id).
+/// The operator process started for `namespace`, found by its command line (the harness's
+/// `Operator` does not expose its child's id).
 fn operator_pid(namespace: &str) -> u32 {
-    let exe = env!("CARGO_BIN_EXE_dbconn-operator").as_bytes();
-    let started_here = |pid: u32| {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        args.first() == Some(&exe)
-            && args
-                .windows(2)
-                .any(|w| w[0] == b"--namespace" && w[1] == namespace.as_bytes())
-    };
+    let exe = env!("CARGO_BIN_EXE_dbconn-operator");
+    processes()
+        .into_iter()
+        .find(|(_, args)| {
+            args.first().is_some_and(|a| a == exe)
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == "--namespace" && w[1] == namespace)
+        })
+        .map(|(pid, _)| pid)
+        .unwrap_or_else(|| panic!("no operator process for namespace {namespace} in /proc"))
+}
+
+/// dbconn-operator processes this bench did not start (another run, a test, a demo): they
+/// share the apiserver, Neo4j and the CPUs, so the figures print their count.
+fn foreign_operators() -> usize {
+    let me = std::process::id();
+    processes()
+        .into_iter()
+        .filter(|(pid, args)| {
+            args.first()
+                .is_some_and(|a| a.ends_with("/dbconn-operator"))
+                && parent_of(*pid) != Some(me)
+        })
+        .count()
+}
+
+/// Every process's id and arguments, from /proc.
+fn processes() -> Vec<(u32, Vec<String>)> {
     std::fs::read_dir("/proc")
         .expect("read /proc")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .find(|pid| started_here(*pid))
-        .unwrap_or_else(|| panic!("no operator process for namespace {namespace} in /proc"))
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args = cmdline
+                .split(|b| *b == 0)
+                .filter(|arg| !arg.is_empty())
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect();
+            Some((pid, args))
+        })
+        .collect()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 // ---------------------------------------------------------------------------------------------
 // 4. Probe cost, in process
 
 async fn bench_probe() {
-    let load = load_average();
+    let machine = machine_state();
     require_neo4j().await;
     let env = TestEnv::get();
     let spec = connection("probe", env.neo4j_uri(), "unused").spec;
@@ -635,7 +682,7 @@ async fn bench_probe() {
         &format!(
             "probe cost, in process, warm connections ({PROBES} each, interleaved, after {PROBE_WARMUP} warm-up)"
         ),
-        &load,
+        &machine,
     );
     stats_header();
     stats_row("Pool::ping under timeout (reconciler)", &probes);
@@ -787,21 +834,21 @@ fn percentile(samples: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// The 1, 5 and 15 minute load averages.
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+/// The load average, and how many operators run that this bench did not start.
+fn machine_state() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    format!(
+        "load average {}, {} other dbconn-operator processes",
+        load.join(" "),
+        foreign_operators()
+    )
 }
 
-fn section(title: &str, load_at_start: &str) {
+fn section(title: &str, machine_at_start: &str) {
     println!("\n== {title}");
-    println!(
-        "   load average at start: {load_at_start}; at end: {}",
-        load_average()
-    );
+    println!("   at start: {machine_at_start}");
+    println!("   at end:   {}", machine_state());
 }
 
 fn stats_header() {

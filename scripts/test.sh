@@ -21,5 +21,8 @@ set +a
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --features otel --lib --bins --test otel -- -D warnings
 cargo test --locked
+# The optional OpenTelemetry export is a cargo feature; its test needs the feature on.
+cargo test --locked --features otel --test otel
 echo "[test] done in $(( $(date +%s) - started ))s"

@@ -336,14 +336,17 @@ impl Reconciliation<'_> {
         let delay = match result {
             Ok((latency, cold)) => {
                 self.state.consecutive_failures = 0;
-                if let Some(labels) = &self.state.labels {
-                    self.ctx.metrics.probe_succeeded(labels, latency);
-                }
                 let entry = self
                     .state
                     .pool
                     .as_ref()
                     .expect("a successful probe has a pool");
+                if let Some(labels) = &self.state.labels {
+                    self.ctx.metrics.probe_succeeded(labels, latency);
+                    if let Some(usage) = entry.pool.usage() {
+                        self.ctx.metrics.pool_usage(labels, usage.open, usage.idle);
+                    }
+                }
                 let server = entry.server.clone().unwrap_or_default();
                 let schema = self.sync_schema(&server).await;
                 let check_soon = schema.as_ref().is_some_and(|r| r.check_soon);

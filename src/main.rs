@@ -52,7 +52,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init(args.log_format);
+    let telemetry = telemetry::init(args.log_format);
     let client = kube::Client::try_default()
         .await
         .context("cannot build a Kubernetes client (in-cluster config or KUBECONFIG)")?;
@@ -81,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
     if !args.leader_election {
         controller::run(ctx, scope, args.concurrency, shutdown).await;
         info!("stopped; pools closed");
+        telemetry.shutdown();
         return Ok(());
     }
 
@@ -120,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
     renewer.abort();
     LeaderElector::release(client, &lease).await;
     info!("stopped; pools closed, lease released");
+    telemetry.shutdown();
     Ok(())
 }
 

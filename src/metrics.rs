@@ -29,6 +29,15 @@ pub struct FailureLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub namespace: String,
+    pub name: String,
+    pub engine: String,
+    /// `open` or `idle`.
+    pub state: &'static str,
+}
+
 #[derive(Clone)]
 struct ProbeBuckets;
 
@@ -47,6 +56,7 @@ pub struct Metrics {
     credential_reloads: Family<ConnectionLabels, Counter>,
     schema_operations: Family<ConnectionLabels, Counter>,
     schema_drift: Family<ConnectionLabels, Gauge>,
+    pool_connections: Family<PoolLabels, Gauge>,
     reconciles: Counter,
     reconcile_errors: Counter,
     reconcile_duration: Histogram,
@@ -76,6 +86,7 @@ impl Default for Metrics {
             credential_reloads: Family::default(),
             schema_operations: Family::default(),
             schema_drift: Family::default(),
+            pool_connections: Family::default(),
             reconciles: Counter::default(),
             reconcile_errors: Counter::default(),
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
@@ -112,6 +123,11 @@ impl Default for Metrics {
             "schema_drift",
             "Declared schema items that are not in place as declared",
             metrics.schema_drift.clone(),
+        );
+        registry.register(
+            "pool_connections",
+            "Pool connections by state (open, idle), where the driver reports them",
+            metrics.pool_connections.clone(),
         );
         registry.register("reconciles", "Reconciles run", metrics.reconciles.clone());
         registry.register(
@@ -170,6 +186,14 @@ impl Metrics {
         self.credential_reloads.get_or_create(labels).inc();
     }
 
+    pub fn pool_usage(&self, labels: &ConnectionLabels, open: usize, idle: usize) {
+        for (state, value) in [("open", open), ("idle", idle)] {
+            self.pool_connections
+                .get_or_create(&pool_labels(labels, state))
+                .set(value as i64);
+        }
+    }
+
     pub fn schema_problems(&self, labels: &ConnectionLabels, problems: usize) {
         self.schema_drift.get_or_create(labels).set(problems as i64);
     }
@@ -210,6 +234,9 @@ impl Metrics {
         self.credential_reloads.remove(labels);
         self.schema_operations.remove(labels);
         self.schema_drift.remove(labels);
+        for state in ["open", "idle"] {
+            self.pool_connections.remove(&pool_labels(labels, state));
+        }
         for reason in FAILURE_REASONS {
             self.probe_failures.remove(&FailureLabels {
                 namespace: labels.namespace.clone(),
@@ -224,6 +251,15 @@ impl Metrics {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
         text
+    }
+}
+
+fn pool_labels(labels: &ConnectionLabels, state: &'static str) -> PoolLabels {
+    PoolLabels {
+        namespace: labels.namespace.clone(),
+        name: labels.name.clone(),
+        engine: labels.engine.clone(),
+        state,
     }
 }
 
@@ -275,6 +311,8 @@ mod tests {
         metrics.probe_succeeded(&labels("gone"), Duration::from_millis(3));
         metrics.probe_failed(&labels("gone"), "Timeout");
         metrics.credentials_reloaded(&labels("gone"));
+        metrics.pool_usage(&labels("gone"), 2, 1);
+        metrics.schema_problems(&labels("gone"), 1);
         metrics.probe_succeeded(&labels("kept"), Duration::from_millis(3));
         metrics.forget(&labels("gone"));
         let text = metrics.encode();

@@ -327,3 +327,26 @@ async fn declared_extensions_are_installed_and_unavailable_ones_named() {
         "the connection itself is fine"
     );
 }
+
+#[tokio::test]
+async fn pool_usage_is_exported_as_metrics() {
+    let h = Harness::start("pgpool").await;
+    let env = TestEnv::get();
+    h.apply(&secret_yaml(
+        "login",
+        env.var("POSTGRES_USER"),
+        env.var("POSTGRES_PASSWORD"),
+    ));
+    h.apply(&connection_yaml(
+        "app",
+        &uri(env.var("POSTGRES_DB")),
+        "login",
+    ));
+    h.wait("app", "Ready", "True", None).await;
+    let (_, metrics) = h.operator.http_get("/metrics").await;
+    let open = format!(
+        "dbconn_pool_connections{{namespace=\"{}\",name=\"app\",engine=\"postgres\",state=\"open\"}} 1",
+        h.ns
+    );
+    assert!(metrics.contains(&open), "{metrics}");
+}

@@ -39,6 +39,16 @@ pub trait Pool: Send + Sync {
     fn extensions(&self) -> Option<&dyn ExtensionOps> {
         None
     }
+    /// Connections open and idle, where the driver tells (neo4rs does not).
+    fn usage(&self) -> Option<PoolUsage> {
+        None
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub open: usize,
+    pub idle: usize,
 }
 
 /// Installing extensions (PostgreSQL).

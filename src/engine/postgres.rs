@@ -23,7 +23,7 @@ use deadpool_postgres::{
 use futures::{FutureExt, future::BoxFuture};
 use tokio_postgres::{NoTls, SimpleQueryMessage, config::SslMode};
 
-use super::{Connector, EngineError, ExtensionOps, Pool};
+use super::{Connector, EngineError, ExtensionOps, Pool, PoolUsage};
 use crate::{
     api::ServerInfo,
     credentials::Credentials,
@@ -117,6 +117,14 @@ impl Pool for PostgresPool {
 
     fn extensions(&self) -> Option<&dyn ExtensionOps> {
         Some(self)
+    }
+
+    fn usage(&self) -> Option<PoolUsage> {
+        let status = self.pool.status();
+        Some(PoolUsage {
+            open: status.size,
+            idle: status.available,
+        })
     }
 
     fn identify(&self) -> BoxFuture<'_, Result<ServerInfo, EngineError>> {
