@@ -239,13 +239,5 @@ async fn malformed_manifests_are_rejected_by_the_apiserver_with_readable_message
             "retry.maxDelay must not be shorter",
         ),
     ];
-    for (what, manifest, expected) in cases {
-        let out = kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(&manifest));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{what}: the apiserver accepted it");
-        assert!(
-            stderr.contains(expected),
-            "{what}: expected {expected:?} in: {stderr}"
-        );
-    }
+    common::assert_rejected(&ns.name, &cases);
 }

@@ -246,15 +246,7 @@ async fn malformed_postgres_manifests_are_rejected_by_the_apiserver() {
             "tls settings apply only with sslmode=verify-ca or sslmode=verify-full",
         ),
     ];
-    for (what, manifest, expected) in cases {
-        let out = kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(&manifest));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{what}: the apiserver accepted it");
-        assert!(
-            stderr.contains(expected),
-            "{what}: expected {expected:?} in: {stderr}"
-        );
-    }
+    common::assert_rejected(&ns.name, &cases);
     let good = base.replace("/app", "/app?sslmode=verify-full")
         + "  tls:\n    caSecretRef:\n      name: pg-ca\n";
     kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], Some(&good));

@@ -421,6 +421,20 @@ impl Harness {
     }
 }
 
+/// Applies each `(what, manifest, expected message)` with kubectl and fails unless the
+/// apiserver rejects it with that message.
+pub fn assert_rejected(namespace: &str, cases: &[(&str, String, &str)]) {
+    for (what, manifest, expected) in cases {
+        let out = kubectl(&["apply", "-n", namespace, "-f", "-"], Some(manifest));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: the apiserver accepted it");
+        assert!(
+            stderr.contains(expected),
+            "{what}: expected {expected:?} in: {stderr}"
+        );
+    }
+}
+
 pub fn condition_reason(obj: &DatabaseConnection, type_: &str) -> String {
     obj.status
         .as_ref()
