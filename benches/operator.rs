@@ -1,8 +1,10 @@
 //! Benchmarks of the operator against the real test environment (`tests/testenv/testenv.sh up`).
 //!
 //! `cargo bench --bench operator -- [apply|rotation|scale|probe|all]` (default `all`) prints one
-//! table per section. Figures are wall-clock times on whatever else the machine is doing: each
-//! section prints the load average it started under. Percentiles are nearest-rank.
+//! table per section; `all` takes about 7 minutes, most of it the scale section's windows. The
+//! operator under test is the binary of this profile (optimized). Figures are wall-clock times on
+//! whatever else the machine is doing: each section prints the load average and the number of
+//! other dbconn-operator processes at its start and end. Percentiles are nearest-rank.
 //!
 //! - apply: `kubectl apply` of a DatabaseConnection until its Ready condition is True.
 //! - rotation: a Secret update (after the password changed in Neo4j) until status reports the
