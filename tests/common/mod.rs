@@ -5,6 +5,7 @@
 pub mod neo4j;
 pub mod postgres;
 pub mod proxy;
+pub mod report;
 
 use std::{
     collections::HashMap,
