@@ -184,6 +184,11 @@ pub struct SecretKeysRef {
     #[serde(default = "default_password_key")]
     #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
     pub password_key: String,
+    /// Leave it out. Secrets are read only from the DatabaseConnection's own namespace; a
+    /// reference to another namespace is refused (reason `SecretRefCrossNamespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
 }
 
 const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
@@ -219,16 +224,30 @@ pub struct CaSecretRef {
     #[serde(default = "default_ca_key")]
     #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_KEY))]
     pub key: String,
+    /// Leave it out. Secrets are read only from the DatabaseConnection's own namespace; a
+    /// reference to another namespace is refused (reason `SecretRefCrossNamespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
 }
 
 fn default_ca_key() -> String {
     "ca.crt".into()
 }
 
+// Duration rules run only on values of the duration pattern: a malformed one already has the
+// pattern's error, and CEL's `duration()` on it would add a second, cryptic one.
+const POOL_TIMEOUTS_RULE: &str = r"!(self.connectionTimeout.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$') && self.acquisitionTimeout.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$')) || (duration(self.connectionTimeout) > duration('0s') && duration(self.acquisitionTimeout) > duration('0s'))";
+const POOL_LIFETIMES_RULE: &str = r"!(self.maxLifetime.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$') && self.idleTimeout.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$')) || (duration(self.maxLifetime) >= duration('1s') && duration(self.idleTimeout) >= duration('1s'))";
+const INTERVAL_RULE: &str = r"!self.interval.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$') || duration(self.interval) >= duration('1s')";
+const TIMEOUT_RULE: &str = r"!self.timeout.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$') || duration(self.timeout) > duration('0s')";
+const INITIAL_DELAY_RULE: &str = r"!self.initialDelay.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$') || duration(self.initialDelay) > duration('0s')";
+const RETRY_BOUNDS_RULE: &str = r"!(self.initialDelay.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$') && self.maxDelay.matches('^([0-9]+(\\.[0-9]+)?(ms|s|m|h))+$')) || duration(self.maxDelay) >= duration(self.initialDelay)";
+
 /// Connection pool settings, passed to the driver.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[x_kube(validation = Rule::new("duration(self.connectionTimeout) > duration('0s') && duration(self.acquisitionTimeout) > duration('0s')").message("pool timeouts must be greater than zero"))]
-#[x_kube(validation = Rule::new("duration(self.maxLifetime) >= duration('1s') && duration(self.idleTimeout) >= duration('1s')").message("pool maxLifetime and idleTimeout must be at least 1s"))]
+#[x_kube(validation = Rule::new(POOL_TIMEOUTS_RULE).message("pool timeouts must be greater than zero"))]
+#[x_kube(validation = Rule::new(POOL_LIFETIMES_RULE).message("pool maxLifetime and idleTimeout must be at least 1s"))]
 #[serde(rename_all = "camelCase")]
 pub struct PoolSpec {
     /// Most connections the pool opens. Connections are opened on demand, so an idle
@@ -288,8 +307,8 @@ impl Default for PoolSpec {
 
 /// Health check settings.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[x_kube(validation = Rule::new("duration(self.interval) >= duration('1s')").message("healthCheck.interval must be at least 1s"))]
-#[x_kube(validation = Rule::new("duration(self.timeout) > duration('0s')").message("healthCheck.timeout must be greater than zero"))]
+#[x_kube(validation = Rule::new(INTERVAL_RULE).message("healthCheck.interval must be at least 1s"))]
+#[x_kube(validation = Rule::new(TIMEOUT_RULE).message("healthCheck.timeout must be greater than zero"))]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheckSpec {
     /// Time between probes while the connection is healthy.
@@ -326,8 +345,8 @@ impl Default for HealthCheckSpec {
 
 /// Exponential backoff between attempts after a failure, with jitter.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
-#[x_kube(validation = Rule::new("duration(self.initialDelay) > duration('0s')").message("retry.initialDelay must be greater than zero"))]
-#[x_kube(validation = Rule::new("duration(self.maxDelay) >= duration(self.initialDelay)").message("retry.maxDelay must not be shorter than retry.initialDelay"))]
+#[x_kube(validation = Rule::new(INITIAL_DELAY_RULE).message("retry.initialDelay must be greater than zero"))]
+#[x_kube(validation = Rule::new(RETRY_BOUNDS_RULE).message("retry.maxDelay must not be shorter than retry.initialDelay"))]
 #[serde(rename_all = "camelCase")]
 pub struct RetrySpec {
     /// Wait after the first failure; it doubles with each further failure.

@@ -36,7 +36,7 @@ use crate::{
     metrics::{ConnectionLabels, Metrics},
     schedule,
     schema_apply::{self, SchemaReport},
-    settings::{ConnectionSettings, TlsMode},
+    settings::{self, ConnectionSettings, TlsMode},
     state::{ConnectionState, Key, PoolEntry, Registry, pool_fingerprint},
     status::{self, Facts, Outcome},
 };
@@ -264,7 +264,9 @@ impl Reconciliation<'_> {
             self.report(&Outcome::Suspended, Facts::default()).await?;
             return Ok(Action::await_change());
         }
-        let settings = match ConnectionSettings::from_spec(&self.obj.spec) {
+        let checked = settings::check_secret_namespaces(&self.obj.spec, Some(&namespace))
+            .and_then(|()| ConnectionSettings::from_spec(&self.obj.spec));
+        let settings = match checked {
             Ok(settings) => settings,
             Err(error) => {
                 self.forget_connection();
@@ -737,6 +739,7 @@ mod tests {
             ca_secret_ref: Some(CaSecretRef {
                 name: "ca".into(),
                 key: "ca.crt".into(),
+                namespace: None,
             }),
             insecure_skip_verify: false,
         });

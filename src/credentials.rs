@@ -82,6 +82,15 @@ pub enum CredentialsError {
         key: String,
         problem: &'static str,
     },
+    #[error(
+        "Secret {name:?} has type {type_:?}, which does not hold {purpose}; store it in a Secret of type {allowed}"
+    )]
+    TypeUnsupported {
+        name: String,
+        type_: String,
+        purpose: &'static str,
+        allowed: &'static str,
+    },
     #[error("cannot read Secret {name:?}: {source}")]
     Api {
         name: String,
@@ -96,6 +105,7 @@ impl CredentialsError {
             CredentialsError::SecretNotFound { .. } => "SecretNotFound",
             CredentialsError::KeyMissing { .. } => "SecretKeyMissing",
             CredentialsError::ValueInvalid { .. } => "SecretValueInvalid",
+            CredentialsError::TypeUnsupported { .. } => "SecretTypeUnsupported",
             CredentialsError::Api { .. } => "SecretReadFailed",
         }
     }
@@ -118,6 +128,7 @@ pub async fn load(
         format!("{:?} and {:?}", login.username_key, login.password_key)
     })
     .await?;
+    check_type(&secret, &login.name, &LOGIN_SECRET)?;
     let username = text_value(
         &secret,
         &login.name,
@@ -135,6 +146,7 @@ pub async fn load(
         Some(ca) => {
             let ca_secret =
                 fetch(&secrets, namespace, &ca.name, || format!("{:?}", ca.key)).await?;
+            check_type(&ca_secret, &ca.name, &CA_SECRET)?;
             Some(bytes_value(&ca_secret, &ca.name, &ca.key, "tls.caSecretRef.key")?.to_vec())
         }
     };
@@ -165,6 +177,52 @@ async fn fetch(
             source,
         }),
     }
+}
+
+/// The Secret types a reference may name, by what it is for.
+struct AcceptedTypes {
+    purpose: &'static str,
+    types: &'static [&'static str],
+    /// A prefix of further accepted types (the servicebinding.io family), if any.
+    prefix: Option<&'static str>,
+    allowed: &'static str,
+}
+
+/// A login: generic, basic-auth (which has exactly `username` and `password`), or a
+/// servicebinding.io Secret written by another operator. Refusing the other built-in types keeps
+/// a DatabaseConnection from sending, say, a ServiceAccount token or a registry credential as a
+/// password to whatever server its URI names.
+const LOGIN_SECRET: AcceptedTypes = AcceptedTypes {
+    purpose: "a database login",
+    types: &["Opaque", "kubernetes.io/basic-auth"],
+    prefix: Some("servicebinding.io/"),
+    allowed: "Opaque or kubernetes.io/basic-auth",
+};
+
+const CA_SECRET: AcceptedTypes = AcceptedTypes {
+    purpose: "a CA bundle",
+    types: &["Opaque", "kubernetes.io/tls"],
+    prefix: None,
+    allowed: "Opaque or kubernetes.io/tls",
+};
+
+/// A Secret with no type is Opaque, as the apiserver stores it.
+fn check_type(
+    secret: &Secret,
+    name: &str,
+    accepted: &AcceptedTypes,
+) -> Result<(), CredentialsError> {
+    let type_ = secret.type_.as_deref().unwrap_or("Opaque");
+    let prefixed = accepted.prefix.is_some_and(|p| type_.starts_with(p));
+    if accepted.types.contains(&type_) || prefixed {
+        return Ok(());
+    }
+    Err(CredentialsError::TypeUnsupported {
+        name: name.to_owned(),
+        type_: type_.to_owned(),
+        purpose: accepted.purpose,
+        allowed: accepted.allowed,
+    })
 }
 
 fn bytes_value<'a>(
@@ -250,6 +308,36 @@ mod tests {
         assert!(binary.to_string().contains("UTF-8"));
         let empty = text_value(&s, "db", "username", "f").unwrap_err();
         assert!(empty.to_string().contains("empty"));
+    }
+
+    #[test]
+    fn logins_come_only_from_secret_types_that_hold_one() {
+        let typed = |type_: Option<&str>| Secret {
+            type_: type_.map(str::to_owned),
+            ..secret(&[("password", b"pw")])
+        };
+        for ok in [
+            None,
+            Some("Opaque"),
+            Some("kubernetes.io/basic-auth"),
+            Some("servicebinding.io/postgresql"),
+        ] {
+            assert!(
+                check_type(&typed(ok), "db", &LOGIN_SECRET).is_ok(),
+                "{ok:?}"
+            );
+        }
+        for refused in [
+            "kubernetes.io/service-account-token",
+            "kubernetes.io/dockerconfigjson",
+            "kubernetes.io/tls",
+        ] {
+            let err = check_type(&typed(Some(refused)), "db", &LOGIN_SECRET).unwrap_err();
+            assert_eq!(err.reason(), "SecretTypeUnsupported");
+            assert!(err.needs_user());
+            assert!(err.to_string().contains(refused), "{err}");
+        }
+        assert!(check_type(&typed(Some("kubernetes.io/tls")), "ca", &CA_SECRET).is_ok());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub fn neo4j_spec(secret: &str) -> DatabaseConnectionSpec {
                 name: secret.into(),
                 username_key: "username".into(),
                 password_key: "password".into(),
+                namespace: None,
             },
         },
         tls: None,

@@ -132,6 +132,50 @@ pub enum SpecError {
     UnsupportedSslMode,
     #[error("{field} must be at least 1")]
     ZeroCount { field: &'static str },
+    #[error(
+        "{field} {referenced:?} is refused: Secrets are read only from the DatabaseConnection's own namespace{own}; copy the Secret there and remove {field}"
+    )]
+    SecretRefCrossNamespace {
+        field: &'static str,
+        referenced: String,
+        /// ` ("NAME")`, or empty where the connection's namespace is not known (offline checks).
+        own: String,
+    },
+}
+
+impl SpecError {
+    /// The field the problem is in, for `file:line` reports.
+    pub fn field(&self) -> &'static str {
+        match self {
+            SpecError::BadDuration { field, .. }
+            | SpecError::ZeroDuration { field }
+            | SpecError::ZeroCount { field }
+            | SpecError::SecretRefCrossNamespace { field, .. } => field,
+            SpecError::RetryBoundsInverted => "spec.retry",
+            SpecError::TlsConflict
+            | SpecError::TlsWithoutTlsScheme(_)
+            | SpecError::TlsWithoutVerifyingSslMode => "spec.tls",
+            SpecError::DatabaseConflict { .. } => "spec.database",
+            SpecError::MalformedUri { .. }
+            | SpecError::UnsupportedScheme { .. }
+            | SpecError::CredentialsInUri
+            | SpecError::MissingHost(_)
+            | SpecError::UnexpectedUriParts
+            | SpecError::UnexpectedPostgresUriParts
+            | SpecError::InvalidDatabaseInUri
+            | SpecError::SslModeFallback(_)
+            | SpecError::UnsupportedSslMode => "spec.uri",
+        }
+    }
+
+    /// The `Ready` reason: a cross-namespace reference gets its own, since it is a policy the
+    /// user may not expect rather than a typo.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SpecError::SecretRefCrossNamespace { .. } => "SecretRefCrossNamespace",
+            _ => "InvalidSpec",
+        }
+    }
 }
 
 const NEO4J_SCHEMES: &str = "bolt://, bolt+s://, bolt+ssc://, neo4j://, neo4j+s://, neo4j+ssc://";
@@ -194,6 +238,42 @@ impl ConnectionSettings {
     }
 }
 
+/// Refuses a Secret reference into another namespace: a user who may create DatabaseConnections
+/// in one namespace must not be able to make the operator read Secrets of another.
+/// `namespace` is the connection's own; `None` where it is not known (an offline check), and then
+/// any explicit namespace is refused, since only an equal one would pass.
+pub fn check_secret_namespaces(
+    spec: &DatabaseConnectionSpec,
+    namespace: Option<&str>,
+) -> Result<(), SpecError> {
+    let references = [
+        (
+            "spec.credentials.secretRef.namespace",
+            spec.credentials.secret_ref.namespace.as_deref(),
+        ),
+        (
+            "spec.tls.caSecretRef.namespace",
+            spec.tls
+                .as_ref()
+                .and_then(|tls| tls.ca_secret_ref.as_ref())
+                .and_then(|ca| ca.namespace.as_deref()),
+        ),
+    ];
+    for (field, referenced) in references {
+        let Some(referenced) = referenced else {
+            continue;
+        };
+        if Some(referenced) != namespace {
+            return Err(SpecError::SecretRefCrossNamespace {
+                field,
+                referenced: referenced.to_owned(),
+                own: namespace.map(|ns| format!(" ({ns:?})")).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// What `spec.uri` says, validated for its engine.
 struct UriParts {
     host: String,
@@ -218,7 +298,7 @@ fn parse_uri(spec: &DatabaseConnectionSpec) -> Result<UriParts, SpecError> {
     let host = url
         .host_str()
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| SpecError::MissingHost(spec.uri.clone()))?
+        .ok_or_else(|| SpecError::MissingHost(mask_userinfo(&spec.uri)))?
         .to_owned();
     let scheme = url.scheme();
     let unsupported = |supported| SpecError::UnsupportedScheme {
@@ -313,14 +393,18 @@ fn is_database_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-/// A URI for an error message: anything between `://` and the last `@` (a login) is masked.
+/// A URI for an error message: anything between the scheme and the last `@` is masked, also
+/// when the URL parser would not read it as a login (`bolt:user:pw@host` has no host).
 fn mask_userinfo(uri: &str) -> String {
-    match (uri.split_once("://"), uri.rfind('@')) {
-        (Some((scheme, _)), Some(at)) if at > scheme.len() => {
-            format!("{scheme}://***{}", &uri[at..])
-        }
-        _ => uri.to_owned(),
-    }
+    let Some(at) = uri.rfind('@') else {
+        return uri.to_owned();
+    };
+    let start = match uri.find("://") {
+        Some(i) => i + 3,
+        None => uri.find(':').map_or(0, |i| i + 1),
+    };
+    let start = if start <= at { start } else { 0 };
+    format!("{}***{}", &uri[..start], &uri[at..])
 }
 
 fn default_port(engine: Engine) -> u16 {
@@ -535,6 +619,7 @@ mod tests {
         let ca = CaSecretRef {
             name: "pg-ca".into(),
             key: "ca.crt".into(),
+            namespace: None,
         };
         spec.tls = Some(TlsSpec {
             ca_secret_ref: Some(ca.clone()),
@@ -563,6 +648,58 @@ mod tests {
         assert!(!message.contains("hunter2"), "{message}");
         assert!(message.contains("postgres://***@db:99999/app"), "{message}");
         assert!(message.contains("write it like postgres://"), "{message}");
+    }
+
+    #[test]
+    fn secret_references_stay_in_the_connections_namespace() {
+        let mut spec = fixtures::neo4j_spec("creds");
+        assert_eq!(check_secret_namespaces(&spec, Some("team-a")), Ok(()));
+        spec.credentials.secret_ref.namespace = Some("team-a".into());
+        assert_eq!(check_secret_namespaces(&spec, Some("team-a")), Ok(()));
+        let refused = check_secret_namespaces(&spec, Some("team-b")).unwrap_err();
+        assert_eq!(refused.reason(), "SecretRefCrossNamespace");
+        assert_eq!(
+            refused.to_string(),
+            "spec.credentials.secretRef.namespace \"team-a\" is refused: Secrets are read only from the DatabaseConnection's own namespace (\"team-b\"); copy the Secret there and remove spec.credentials.secretRef.namespace"
+        );
+        // Offline, the namespace is unknown: an explicit one cannot be shown to match.
+        assert!(check_secret_namespaces(&spec, None).is_err());
+
+        spec.credentials.secret_ref.namespace = None;
+        spec.uri = "bolt+s://db:7687".into();
+        spec.tls = Some(TlsSpec {
+            ca_secret_ref: Some(CaSecretRef {
+                name: "ca".into(),
+                key: "ca.crt".into(),
+                namespace: Some("kube-system".into()),
+            }),
+            insecure_skip_verify: false,
+        });
+        let refused = check_secret_namespaces(&spec, Some("team-a")).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with("spec.tls.caSecretRef.namespace"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_uri_without_a_host_does_not_echo_a_login() {
+        // Found by tests/fuzz_parsing.rs: MissingHost repeated the URI as written.
+        for uri in [
+            "bolt::hunter2@db",
+            "bolt:/u:hunter2@db",
+            "bolt:///u:hunter2@db",
+        ] {
+            let message = ConnectionSettings::from_spec(&spec_with_uri(uri))
+                .unwrap_err()
+                .to_string();
+            assert!(!message.contains("hunter2"), "{message}");
+            assert!(message.contains("***@db"), "{message}");
+        }
+        assert_eq!(mask_userinfo("x@bolt://db"), "***@bolt://db");
+        assert_eq!(mask_userinfo("bolt://db"), "bolt://db");
     }
 
     #[test]

@@ -121,8 +121,8 @@ fn outcome_changes(previous: &DatabaseConnectionStatus, outcome: &Outcome<'_>) -
         Outcome::InvalidSpec(error) => {
             let message = format!("{error}. Fix the manifest; nothing is retried until it changes.");
             vec![
-                set(READY, False, "InvalidSpec", message.clone()),
-                set(STALLED, True, "InvalidSpec", message),
+                set(READY, False, error.reason(), message.clone()),
+                set(STALLED, True, error.reason(), message),
                 Change::Remove(RECONCILING),
             ]
         }

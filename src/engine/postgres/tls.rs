@@ -282,6 +282,7 @@ SAAwRQIhALeH3vwijtcGSxz8Jb40Nihvi1YdJqM0HCzT5CAEtIA8AiAZXpwbVnaC
         settings.tls = TlsMode::Verified(Some(CaSecretRef {
             name: "ca".into(),
             key: "ca.crt".into(),
+            namespace: None,
         }));
         assert!(matches!(
             connector(&settings, None),
