@@ -18,6 +18,7 @@ pub mod settings;
 pub mod state;
 pub mod status;
 pub mod telemetry;
+pub mod validate;
 
 #[cfg(test)]
 mod fixtures;

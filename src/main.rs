@@ -8,6 +8,7 @@ use dbconn_operator::{
     leader::{LeaderElector, LeaseConfig},
     metrics::Metrics,
     telemetry::{self, LogFormat},
+    validate::OutputFormat,
 };
 use futures::FutureExt;
 use tracing::{error, info};
@@ -16,6 +17,8 @@ use tracing::{error, info};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Watch only this namespace; all namespaces when empty.
     #[arg(long, env = "WATCH_NAMESPACE", default_value = "")]
     namespace: String,
@@ -45,13 +48,50 @@ struct Args {
     identity: Option<String>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Check DatabaseConnection manifests offline (no cluster, no network) against the CRD's
+    /// schema and rules and the operator's own checks; exits 1 on any problem.
+    Validate {
+        /// A manifest file, a directory (searched recursively), or - for standard input.
+        #[arg(short = 'f', long = "filename", required = true)]
+        inputs: Vec<String>,
+        /// text: `file:line: name: field: message` per problem; json: for tools.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+}
+
+/// Runs `validate`: 0 when every manifest is fine, 1 on any problem, 2 when an input cannot be read.
+fn validate(inputs: &[String], output: OutputFormat) -> std::process::ExitCode {
+    match dbconn_operator::validate::run(inputs) {
+        Ok(report) => {
+            print!("{}", report.render(output));
+            eprintln!("{}", report.summary());
+            std::process::ExitCode::from(u8::from(!report.problems.is_empty()))
+        }
+        Err(error) => {
+            eprintln!("validate: {error}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     dbconn_operator::duration::parse(text).map_err(|e| e.to_string())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let args = Args::parse();
+    if let Some(Command::Validate { inputs, output }) = &args.command {
+        return Ok(validate(inputs, *output));
+    }
+    run_operator(args)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn run_operator(args: Args) -> anyhow::Result<()> {
     let telemetry = telemetry::init(args.log_format);
     let client = kube::Client::try_default()
         .await
