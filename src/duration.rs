@@ -58,35 +58,64 @@ impl JsonSchema for Duration {
 }
 
 /// Parses a sequence of `<number><unit>` pairs; units are `ms`, `s`, `m` and `h`.
+///
+/// Exact decimal arithmetic in nanoseconds, as Go's `time.ParseDuration` does: through `f64`,
+/// `131072.48m` came out a nanosecond long. Decimals finer than what [`FRACTION_DIGITS`] keeps
+/// are dropped (they are far below a nanosecond).
 pub fn parse(text: &str) -> Result<StdDuration, ParseError> {
     let fail = || ParseError(text.to_owned());
     if text.is_empty() {
         return Err(fail());
     }
     let mut rest = text;
-    let mut total = StdDuration::ZERO;
+    let mut total: u128 = 0;
     while !rest.is_empty() {
         let number_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(fail)?;
         let (number, tail) = rest.split_at(number_len);
-        let value: f64 = number.parse().map_err(|_| fail())?;
-        let (unit_seconds, unit_len) = if tail.starts_with("ms") {
-            (0.001, 2)
+        let (unit_nanos, unit_len) = if tail.starts_with("ms") {
+            (1_000_000, 2)
         } else if tail.starts_with('s') {
-            (1.0, 1)
+            (1_000_000_000, 1)
         } else if tail.starts_with('m') {
-            (60.0, 1)
+            (60_000_000_000, 1)
         } else if tail.starts_with('h') {
-            (3600.0, 1)
+            (3_600_000_000_000, 1)
         } else {
             return Err(fail());
         };
-        let part = StdDuration::try_from_secs_f64(value * unit_seconds).map_err(|_| fail())?;
+        let part = nanos(number, unit_nanos).ok_or_else(fail)?;
         total = total.checked_add(part).ok_or_else(fail)?;
         rest = &tail[unit_len..];
     }
-    Ok(total)
+    let seconds = u64::try_from(total / 1_000_000_000).map_err(|_| fail())?;
+    Ok(StdDuration::new(seconds, (total % 1_000_000_000) as u32))
+}
+
+/// Decimal places of a number that count: with the largest unit (an hour, 3.6e12 ns), the
+/// 24th is below 1e-11 ns, and 24 digits times an hour still fit in a `u128`.
+const FRACTION_DIGITS: usize = 24;
+
+/// `number` (digits with at most one `.`, at least one digit) times `unit_nanos`, truncated to
+/// whole nanoseconds; `None` when it is malformed or too large.
+fn nanos(number: &str, unit_nanos: u128) -> Option<u128> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+        return None;
+    }
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let fraction = &fraction[..fraction.len().min(FRACTION_DIGITS)];
+    let fraction_nanos = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse::<u128>().ok()? * unit_nanos / 10u128.pow(fraction.len() as u32)
+    };
+    whole.checked_mul(unit_nanos)?.checked_add(fraction_nanos)
 }
 
 /// Formats a duration the way a person reads latencies: `850µs`, `12ms`, `1.2s`.
@@ -115,8 +144,34 @@ mod tests {
     }
 
     #[test]
+    fn decimals_are_exact_to_the_nanosecond() {
+        // Found by tests/fuzz_parsing.rs: through f64 this was 7864348.800000001s.
+        assert_eq!(
+            parse("131072.48m"),
+            Ok(StdDuration::from_millis(7_864_348_800))
+        );
+        assert_eq!(parse("0.1s"), Ok(StdDuration::from_millis(100)));
+        assert_eq!(parse("1.000000001s"), Ok(StdDuration::new(1, 1)));
+        assert_eq!(parse("1.0000000019s"), Ok(StdDuration::new(1, 1)));
+        assert_eq!(parse(".5s"), Ok(StdDuration::from_millis(500)));
+        assert_eq!(
+            parse(&format!("1.{}h", "9".repeat(60))).unwrap().as_secs(),
+            7199
+        );
+    }
+
+    #[test]
+    fn rejects_durations_too_long_to_represent() {
+        assert!(parse("5124095576030431h").is_ok());
+        assert!(parse("5124095576030432h").is_err());
+        assert!(parse(&format!("{}s", "9".repeat(40))).is_err());
+    }
+
+    #[test]
     fn rejects_malformed_text() {
-        for bad in ["", "30", "s", "10x", "-1s", "1.2.3s", "5 s", "1d", "1e3s"] {
+        for bad in [
+            "", "30", "s", "10x", "-1s", "1.2.3s", "5 s", "1d", "1e3s", ".s", "1m.",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should not parse");
         }
     }

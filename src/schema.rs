@@ -6,10 +6,16 @@ use std::collections::BTreeSet;
 
 use crate::api::{ConstraintSpec, ConstraintType, IndexSpec, IndexType, SchemaSpec};
 
-/// Quotes a Cypher identifier: wrapped in backticks, embedded backticks doubled. Whatever the
-/// input, the result is one identifier token.
+/// Quotes a Cypher identifier: wrapped in backticks, embedded backticks doubled, and each
+/// backslash written as the escape `\u005C`. Neo4j 5 decodes `\uXXXX` escapes anywhere in a
+/// statement before it reads quotes, so a raw `\u0060` in a name would close them; an escaped
+/// backslash decodes to itself and starts nothing. Whatever the input, the result is one
+/// identifier token that names exactly the input.
 pub fn quote(identifier: &str) -> String {
-    format!("`{}`", identifier.replace('`', "``"))
+    format!(
+        "`{}`",
+        identifier.replace('`', "``").replace('\\', "\\u005C")
+    )
 }
 
 /// The identifier rule the CRD also enforces: a letter or underscore, then letters, digits or
@@ -382,6 +388,17 @@ mod tests {
     fn quoting_doubles_backticks() {
         assert_eq!(quote("poi"), "`poi`");
         assert_eq!(quote("a`b"), "`a``b`");
+    }
+
+    #[test]
+    fn quoting_escapes_backslashes_so_no_unicode_escape_closes_the_quotes() {
+        // Found by tests/fuzz_parsing.rs and checked on Neo4j 5.26: `RETURN 1 AS `x\u0060, 2
+        // AS `y`` returns two columns, x and y. Written as `\u005C`, a backslash stays one.
+        assert_eq!(
+            quote("x\\u0060) DELETE n //"),
+            "`x\\u005Cu0060) DELETE n //`"
+        );
+        assert_eq!(quote("a\\\\b"), "`a\\u005C\\u005Cb`");
     }
 
     #[test]
