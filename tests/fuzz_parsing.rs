@@ -8,9 +8,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::report;
+use common::{
+    fuzz::{check, hostile_identifier},
+    report,
+};
 use dbconn_operator::{
     api::{ConstraintType, DatabaseConnectionSpec, IndexType},
     duration,
@@ -18,40 +21,9 @@ use dbconn_operator::{
     schema::{Declared, Existing, Kind, Target, drop_statement, quote},
     settings::ConnectionSettings,
 };
-use proptest::{
-    collection::vec,
-    prelude::*,
-    sample::select,
-    test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner},
-};
+use proptest::{collection::vec, prelude::*, sample::select, test_runner::TestCaseError};
 use serde_json::{Value, json};
 use url::Url;
-
-/// Runs one property and, once it held for every case, records it for the reliability report.
-fn check<S>(name: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>)
-where
-    S: Strategy,
-    S::Value: std::fmt::Debug,
-{
-    let config = Config {
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        source_file: Some(file!()),
-        ..Config::default()
-    };
-    let cases = config.cases;
-    let started = Instant::now();
-    if let Err(failure) = TestRunner::new(config).run(&strategy, test) {
-        panic!("{name}: {failure}");
-    }
-    report::record(
-        "fuzz",
-        name,
-        "passed",
-        &format!("{cases} cases in {:.1?}", started.elapsed()),
-    );
-}
 
 // ---------------------------------------------------------------------------------------------
 // spec.uri and durations
@@ -264,25 +236,30 @@ fn accepted_uri_is_clean(engine: &str, settings: &ConnectionSettings) -> Result<
 #[test]
 fn spec_uri_near_valid_uris_never_leak_or_pass_credentials() {
     let strategy = (select(vec!["neo4j", "postgres"]), near_valid_uri());
-    check("spec.uri: near-valid URIs", strategy, |(engine, uri)| {
-        match ConnectionSettings::from_spec(&spec(engine, &uri.text, json!({}))) {
-            Ok(settings) => {
-                prop_assert!(uri.password.is_none(), "accepted a URI with a password");
-                accepted_uri_is_clean(engine, &settings)?;
-            }
-            Err(error) => {
-                let message = error.to_string();
-                if let Some(password) = &uri.password {
-                    prop_assert!(
-                        !message.contains(password.as_str()),
-                        "the message repeats the password: {}",
-                        message
-                    );
+    check(
+        "spec.uri: near-valid URIs",
+        file!(),
+        strategy,
+        |(engine, uri)| {
+            match ConnectionSettings::from_spec(&spec(engine, &uri.text, json!({}))) {
+                Ok(settings) => {
+                    prop_assert!(uri.password.is_none(), "accepted a URI with a password");
+                    accepted_uri_is_clean(engine, &settings)?;
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    if let Some(password) = &uri.password {
+                        prop_assert!(
+                            !message.contains(password.as_str()),
+                            "the message repeats the password: {}",
+                            message
+                        );
+                    }
                 }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 }
 
 /// Anything a user (or a client that bypasses the apiserver's checks) could store.
@@ -319,6 +296,7 @@ fn spec_never_panics_on_arbitrary_uris_durations_and_tls() {
     );
     check(
         "spec: arbitrary uri, durations, tls",
+        file!(),
         strategy,
         |(engine, uri, tls, durations, (max_size, fetch_size, threshold))| {
             let extra = json!({
@@ -354,7 +332,7 @@ fn duration_parse_never_panics() {
         "([0-9.]{0,25}[a-z]{0,3}){1,6}",
         "[0-9]{15,40}(\\.[0-9]{0,40})?(ms|s|m|h)",
     ];
-    check("duration: never panics", strategy, |text| {
+    check("duration: never panics", file!(), strategy, |text| {
         if let Err(error) = duration::parse(&text) {
             prop_assert!(error.to_string().contains("is not a duration"));
         }
@@ -371,7 +349,7 @@ fn duration_round_trips_where_valid() {
         proptest::option::of("[0-9]{1,3}"),
         0..UNITS.len(),
     );
-    check("duration: round trip", vec(part, 1..5), |parts| {
+    check("duration: round trip", file!(), vec(part, 1..5), |parts| {
         let mut text = String::new();
         let mut nanos: u128 = 0;
         for (whole, fraction, unit) in &parts {
@@ -394,46 +372,6 @@ fn duration_round_trips_where_valid() {
 
 // ---------------------------------------------------------------------------------------------
 // Identifier quoting
-
-/// Identifiers meant to break out of their quotes: backticks and double quotes (odd and
-/// doubled), closing brackets, comments, statement ends, escapes Neo4j decodes, controls.
-fn hostile_identifier() -> impl Strategy<Value = String> {
-    let fragment = prop_oneof![
-        select(vec![
-            "`",
-            "``",
-            "\"",
-            "\"\"",
-            "'",
-            "}",
-            ")",
-            "]",
-            "//",
-            "/*",
-            "*/",
-            "\n",
-            "\r",
-            ";",
-            " ",
-            "\\",
-            "\\\\",
-            "\\u0060",
-            "\\uuu0060",
-            "\\u0022",
-            "\\u005C",
-            "u0060",
-            "\0",
-            "--",
-        ])
-        .prop_map(str::to_owned),
-        any::<char>().prop_map(String::from),
-        "[a-zA-Z0-9_]{1,5}",
-    ];
-    prop_oneof![
-        any::<String>(),
-        vec(fragment, 0..12).prop_map(|parts| parts.concat())
-    ]
-}
 
 /// Reads a statement as Neo4j 5's Cypher parser does and returns its text outside quotes (each
 /// quoted identifier replaced by `§`) and the identifiers.
@@ -539,6 +477,7 @@ fn cypher_statements_keep_any_identifier_inside_its_quotes() {
     );
     check(
         "cypher: identifier quoting",
+        file!(),
         strategy,
         |(kind, on_label, name, target, properties)| {
             let target_of = |t: String| {
@@ -596,24 +535,29 @@ fn cypher_statements_keep_any_identifier_inside_its_quotes() {
 
 #[test]
 fn sql_extension_statements_keep_any_identifier_inside_its_quotes() {
-    check("sql: identifier quoting", hostile_identifier(), |name| {
-        // The statement `ExtensionOps::install` sends.
-        let statement = format!("CREATE EXTENSION IF NOT EXISTS {}", quote_identifier(&name));
-        let lexed = lex_sql(&statement).map_err(TestCaseError::fail)?;
-        prop_assert_eq!(
-            lexed,
-            (
-                "CREATE EXTENSION IF NOT EXISTS §".to_owned(),
-                vec![name.clone()]
-            ),
-            "{}",
-            statement
-        );
-        let lexed = lex_sql(&format!("SELECT {} FROM t", quote_identifier(&name)))
-            .map_err(TestCaseError::fail)?;
-        prop_assert_eq!(lexed, ("SELECT § FROM t".to_owned(), vec![name]));
-        Ok(())
-    });
+    check(
+        "sql: identifier quoting",
+        file!(),
+        hostile_identifier(),
+        |name| {
+            // The statement `ExtensionOps::install` sends.
+            let statement = format!("CREATE EXTENSION IF NOT EXISTS {}", quote_identifier(&name));
+            let lexed = lex_sql(&statement).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(
+                lexed,
+                (
+                    "CREATE EXTENSION IF NOT EXISTS §".to_owned(),
+                    vec![name.clone()]
+                ),
+                "{}",
+                statement
+            );
+            let lexed = lex_sql(&format!("SELECT {} FROM t", quote_identifier(&name)))
+                .map_err(TestCaseError::fail)?;
+            prop_assert_eq!(lexed, ("SELECT § FROM t".to_owned(), vec![name]));
+            Ok(())
+        },
+    );
 }
 
 /// The lexers themselves: a property over a lexer that accepts everything would prove nothing.
