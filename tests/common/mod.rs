@@ -290,9 +290,29 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
+        // Its last /metrics next to its log, for scripts/secret-scan.sh.
+        if self.is_running()
+            && let Some(metrics) = scrape_metrics(self.http_port)
+        {
+            let _ = std::fs::write(self.log.with_extension("metrics"), metrics);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// GET /metrics with blocking I/O (a `Drop` cannot await); `None` if there is no answer soon.
+fn scrape_metrics(port: u16) -> Option<String> {
+    use std::io::Read;
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
@@ -309,7 +329,17 @@ pub fn apply(namespace: &str, yaml: &str) {
     kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(yaml));
 }
 
+/// A login Secret. Its password is also appended to `dbconn-e2e-logs/passwords.txt`, so that
+/// scripts/secret-scan.sh searches the whole run's logs, Events, status and metrics for it.
 pub fn secret_yaml(name: &str, username: &str, password: &str) -> String {
+    let dir = std::env::temp_dir().join("dbconn-e2e-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("passwords.txt"))
+        .and_then(|mut file| writeln!(file, "{password}"))
+        .expect("record the test password for scripts/secret-scan.sh");
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: Opaque\nstringData:\n  username: {username}\n  password: {password}\n"
     )
