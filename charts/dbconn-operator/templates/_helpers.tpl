@@ -90,29 +90,28 @@ What the operator may do in the namespaces it watches; the same rules go into th
 (all namespaces) or the Role (one namespace).
 */}}
 {{- define "dbconn-operator.watchRules" -}}
+# Exactly the calls the operator makes (src/): the controller lists and watches connections and
+# writes only their status, with server-side apply (a PATCH).
 - apiGroups: ["dbconn.dev"]
   resources: ["databaseconnections"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch"]
 - apiGroups: ["dbconn.dev"]
   resources: ["databaseconnections/status"]
-  verbs: ["patch", "update"]
+  verbs: ["patch"]
 # Login and CA Secrets referenced by connections: read, and watched so rotations apply at once.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
 {{- if .Values.binding.enabled }}
-# binding.enabled: the service-binding feature writes one Secret per connection for applications
-# to mount, and removes it with the connection. Off: the operator cannot change any Secret.
+# binding.enabled: spec.binding writes one Secret per connection with server-side apply (create
+# for a new one, patch after) and deletes it when spec.binding goes. Off: no Secret can change.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["create", "update", "patch", "delete"]
+  verbs: ["create", "patch", "delete"]
 {{- end }}
-# Events on DatabaseConnections (Ready changes, credential rotations). The recorder writes
-# events.k8s.io/v1; the core group is kept for tools and fallbacks that write v1 Events.
+# Events on DatabaseConnections: kube's recorder writes events.k8s.io/v1 only (create, and patch
+# to count repeats).
 - apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
