@@ -97,9 +97,11 @@ fn cases() -> Vec<Case> {
         .collect()
 }
 
-/// `validate --output json` on the manifest; its exit code and findings.
+/// `validate --output json` on the manifest; its exit code and findings. It runs with an empty
+/// environment (no KUBECONFIG, no HOME): it must need no cluster.
 fn validate(manifest: &str) -> (i32, Vec<(String, String)>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dbconn-operator"))
+        .env_clear()
         .args(["validate", "-f", "-", "--output", "json"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -7,9 +7,7 @@
 
 use kube::{
     CustomResourceExt,
-    core::cel::{
-        CompiledSchema, ErrorKind, ValidationError, Validator, apply_defaults, compile_schema,
-    },
+    core::cel::{CompiledSchema, ErrorKind, ValidationError, Validator, compile_schema},
 };
 use serde_json::Value;
 use std::collections::HashMap;
@@ -87,8 +85,9 @@ impl Checker {
             fields.remove("status");
         }
         let mut problems = metadata_problems(&object);
-        // The apiserver defaults before it validates; the rules see the defaulted object.
-        let object = apply_defaults(&self.schema, &object);
+        // The apiserver defaults before it validates. The structural checks need no defaults
+        // (every default is a valid value and no defaulted field is required); the CEL
+        // validator applies them itself, and serde fills the same ones for the operator checks.
         let mut errors = Vec::new();
         structural::check(&self.schema, &object, "", &self.patterns, &mut errors);
         let blocked = errors.iter().any(|e| e.blocking);
@@ -264,6 +263,33 @@ mod tests {
             scopes.iter().all(|t| *t == Some(json!("object"))),
             "{scopes:?}"
         );
+    }
+
+    /// `check` runs the structural checks on the object as written, not defaulted; that is the
+    /// apiserver's answer only while no field with a default is also required.
+    #[test]
+    fn no_defaulted_field_is_required() {
+        fn walk(schema: &Value, path: &str, clashes: &mut Vec<String>) {
+            let Some(map) = schema.as_object() else {
+                return;
+            };
+            if let (Some(required), Some(properties)) = (
+                map.get("required").and_then(Value::as_array),
+                map.get("properties").and_then(Value::as_object),
+            ) {
+                for key in required.iter().filter_map(Value::as_str) {
+                    if properties.get(key).is_some_and(|p| p.get("default").is_some()) {
+                        clashes.push(format!("{path}.{key}"));
+                    }
+                }
+            }
+            for (key, value) in map {
+                walk(value, &format!("{path}.{key}"), clashes);
+            }
+        }
+        let mut clashes = Vec::new();
+        walk(&Checker::default().schema, "", &mut clashes);
+        assert!(clashes.is_empty(), "{clashes:?}");
     }
 
     #[test]
