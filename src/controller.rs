@@ -28,7 +28,7 @@ use crate::{
         DatabaseConnectionStatus, ServerInfo,
     },
     binding,
-    conditions::{self, READY},
+    conditions::{self, READY, TLS_VERIFIED},
     credentials::{self, Credentials},
     engine::{self, EngineError},
     http::Readiness,
@@ -668,7 +668,8 @@ impl Reconciliation<'_> {
         Ok(())
     }
 
-    /// Events on transitions only: `Ready` changing, and a new credentials version in use.
+    /// Events on transitions only: `Ready` changing, a new credentials version in use, and
+    /// certificate checks turned off.
     async fn announce(&self, previous: &DatabaseConnectionStatus, next: &DatabaseConnectionStatus) {
         let mut events = Vec::new();
         let before = conditions::find(&previous.conditions, READY);
@@ -706,6 +707,20 @@ impl Reconciliation<'_> {
                     new.secret_name, new.secret_resource_version
                 )),
                 action: "ReloadCredentials".into(),
+                secondary: None,
+            });
+        }
+        // Once, when it starts (or starts again): `kubectl get events` and alerting on Warning
+        // Events should show an unauthenticated server, not only the condition.
+        if let Some(tls) = conditions::find(&next.conditions, TLS_VERIFIED)
+            && tls.status == "False"
+            && conditions::find(&previous.conditions, TLS_VERIFIED).is_none()
+        {
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: "InsecureTLS".into(),
+                note: Some(tls.message.clone()),
+                action: "Probe".into(),
                 secondary: None,
             });
         }

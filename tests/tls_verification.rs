@@ -1,0 +1,288 @@
+//! TLS certificate verification is on by default, through the real drivers: each engine's pool
+//! connects to a local TLS endpoint whose certificate comes from a test CA that no system store
+//! trusts. `bolt+s://` without `spec.tls`, and PostgreSQL's `sslmode=verify-full` and
+//! `verify-ca`, must refuse it before the handshake completes; only an explicit opt-out
+//! (`insecureSkipVerify`, `+ssc`, `sslmode=require`) or that CA in `spec.tls.caSecretRef` gets
+//! through. Opting out shows as `TLSVerified=False` with a message that says what to do.
+//! No test environment needed: the endpoint is in this process.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpListener,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use common::report;
+use dbconn_operator::{
+    api::{DatabaseConnectionStatus, ServerInfo},
+    conditions::{TLS_VERIFIED, find},
+    credentials::{Credentials, SecretString},
+    engine::{self, EngineError},
+    settings::{ConnectionSettings, TlsMode},
+    status::{self, Facts, Outcome},
+};
+use k8s_openapi::jiff::Timestamp;
+use rustls::{
+    ServerConfig, ServerConnection,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+};
+use serde_json::json;
+
+// Test-only material, valid until 2126: a CA no system store holds, and a server certificate
+// it signed for 127.0.0.1 and localhost, with that certificate's key.
+const CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBoTCCAUegAwIBAgIUXlFw770PXn0vjxSbDj8ib+aJxRswCgYIKoZIzj0EAwIw
+HTEbMBkGA1UEAwwSZGJjb25uIHRscyB0ZXN0IENBMCAXDTI2MTEyNDA1NTk1MloY
+DzIxMjYxMDMxMDU1OTUyWjAdMRswGQYDVQQDDBJkYmNvbm4gdGxzIHRlc3QgQ0Ew
+WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARwBfN2igUDse4yh4W3wX5jOhvZQRqn
+UXXN/TJGyI5hAhuY83GKIXVxsEU8JqzFuYAx0vsq+UBtf/rrRE9c88JHo2MwYTAd
+BgNVHQ4EFgQUGekMJY0Q4dksN4xb8s3AkFTtlxcwHwYDVR0jBBgwFoAUGekMJY0Q
+4dksN4xb8s3AkFTtlxcwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAgQw
+CgYIKoZIzj0EAwIDSAAwRQIgc52sbNPSX+EYpz1aR0D9/VO8VUY6CYCyz/VM37hR
+024CIQCK9DGSJqrX3pB2AR/oRhj5gn1h51HApx5njiGyldXwIA==
+-----END CERTIFICATE-----
+";
+const SERVER_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIB1jCCAXugAwIBAgIUC9SqXKFbkI2X4PxvWhuA/X2CWbkwCgYIKoZIzj0EAwIw
+HTEbMBkGA1UEAwwSZGJjb25uIHRscyB0ZXN0IENBMCAXDTI2MTEyNDA1NTk1MloY
+DzIxMjYxMDMxMDU1OTUyWjAhMR8wHQYDVQQDDBZkYmNvbm4gdGxzIHRlc3Qgc2Vy
+dmVyMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEFavmZOk3lPI9SQ7FSF07EuH5
+5oChvbgGRMWSFgX6IKNaLxR7RaAYBYmADxEgAeDD37K7EIogRP3T2eB1K5BAD6OB
+kjCBjzAaBgNVHREEEzARhwR/AAABgglsb2NhbGhvc3QwDAYDVR0TAQH/BAIwADAT
+BgNVHSUEDDAKBggrBgEFBQcDATAOBgNVHQ8BAf8EBAMCB4AwHQYDVR0OBBYEFMzD
+6Vq2fbkbU3jpumsUeXUbLnoIMB8GA1UdIwQYMBaAFBnpDCWNEOHZLDeMW/LNwJBU
+7ZcXMAoGCCqGSM49BAMCA0kAMEYCIQD+Re3XR3eI+g+LXxCWx2rnGw1eIGNAEO4y
+EuZauw8auQIhANnYRReOuMkNnQyq4l2C5nAtUsuXA1pIf/o9ROV5LU/y
+-----END CERTIFICATE-----
+";
+const SERVER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfSFvn47zERWnM3BM
+RspHn5gKmYnOqwrRYj2gOpg+NTyhRANCAAQVq+Zk6TeU8j1JDsVIXTsS4fnmgKG9
+uAZExZIWBfogo1ovFHtFoBgFiYAPESAB4MPfsrsQiiBE/dPZ4HUrkEAP
+-----END PRIVATE KEY-----
+";
+
+/// A TLS endpoint on 127.0.0.1 that speaks no database protocol: it counts the clients that
+/// completed the handshake (that is, accepted its certificate), then hangs up on them.
+struct TlsEndpoint {
+    port: u16,
+    handshakes: Arc<AtomicUsize>,
+}
+
+impl TlsEndpoint {
+    /// `postgres`: first answer PostgreSQL's SSLRequest with `S`, as its servers do.
+    fn start(postgres: bool) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = CertificateDer::pem_slice_iter(SERVER_CERT.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(SERVER_KEY.as_bytes()).unwrap();
+        let config = Arc::new(
+            ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let counter = handshakes.clone();
+        std::thread::spawn(move || {
+            for mut tcp in listener.incoming().flatten() {
+                let (config, counter) = (config.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+                    // SSLRequest: length 8, then the code 80877103.
+                    let mut request = [0u8; 8];
+                    if postgres
+                        && (tcp.read_exact(&mut request).is_err()
+                            || request != [0, 0, 0, 8, 4, 210, 22, 47]
+                            || tcp.write_all(b"S").is_err())
+                    {
+                        return;
+                    }
+                    let mut tls = ServerConnection::new(config).unwrap();
+                    while tls.is_handshaking() {
+                        if tls.complete_io(&mut tcp).is_err() {
+                            return;
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Self { port, handshakes }
+    }
+
+    fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+}
+
+/// Settings as `from_spec` makes them from a manifest.
+fn settings(engine: &str, uri: &str, tls: serde_json::Value) -> ConnectionSettings {
+    let spec = serde_json::from_value(json!({
+        "engine": engine,
+        "uri": uri,
+        "credentials": {"secretRef": {"name": "login"}},
+        "tls": tls,
+        "pool": {"connectionTimeout": "5s"},
+    }))
+    .expect("the spec deserializes");
+    ConnectionSettings::from_spec(&spec).expect("the spec is valid")
+}
+
+/// Opens a pool through the engine, as the reconciler does, and probes it once.
+async fn probe(settings: &ConnectionSettings, ca: Option<&str>) -> EngineError {
+    let credentials = Credentials {
+        username: "app".into(),
+        password: SecretString::new("tls-test-password"),
+        secret_name: "login".into(),
+        secret_resource_version: "1".into(),
+        ca_pem: ca.map(|pem| pem.as_bytes().to_vec()),
+    };
+    let pool = engine::for_engine(settings.engine)
+        .open(settings, &credentials)
+        .expect("opening a pool does no I/O");
+    let probe = tokio::time::timeout(Duration::from_secs(30), pool.identify()).await;
+    match probe.expect("the probe ends") {
+        Ok(server) => panic!("a server that speaks no database protocol answered: {server:?}"),
+        Err(error) => error,
+    }
+}
+
+/// The probe failed on the certificate, and no handshake completed.
+fn refused(endpoint: &TlsEndpoint, error: &EngineError) {
+    assert_eq!(error.reason(), "TLSError", "{error}");
+    assert!(
+        error.to_string().to_lowercase().contains("certificate"),
+        "not a certificate failure: {error}"
+    );
+    assert_eq!(endpoint.handshakes(), 0, "a handshake completed: {error}");
+}
+
+/// The handshake completed (the certificate was accepted), and only then did the probe fail.
+fn accepted(endpoint: &TlsEndpoint, error: &EngineError) {
+    assert_ne!(error.reason(), "TLSError", "{error}");
+    assert!(endpoint.handshakes() > 0, "no handshake completed: {error}");
+}
+
+#[tokio::test]
+async fn neo4j_verifies_certificates_unless_told_not_to() {
+    let endpoint = TlsEndpoint::start(false);
+    let uri = |scheme: &str| format!("{scheme}://127.0.0.1:{}", endpoint.port);
+
+    let default = settings("neo4j", &uri("bolt+s"), json!(null));
+    assert_eq!(default.tls, TlsMode::Verified(None));
+    refused(&endpoint, &probe(&default, None).await);
+    refused(
+        &endpoint,
+        &probe(&settings("neo4j", &uri("neo4j+s"), json!(null)), None).await,
+    );
+    report::record(
+        "security",
+        "TLS verified by default: neo4j bolt+s://, neo4j+s://",
+        "refused",
+        "a certificate from an untrusted CA fails with TLSError before the handshake completes",
+    );
+
+    let with_ca = settings(
+        "neo4j",
+        &uri("bolt+s"),
+        json!({"caSecretRef": {"name": "ca"}}),
+    );
+    accepted(&endpoint, &probe(&with_ca, Some(CA)).await);
+    let handshakes = endpoint.handshakes();
+    let skip = settings("neo4j", &uri("bolt+s"), json!({"insecureSkipVerify": true}));
+    assert_eq!(skip.tls, TlsMode::InsecureSkipVerify);
+    accepted(&endpoint, &probe(&skip, None).await);
+    assert!(endpoint.handshakes() > handshakes);
+    report::record(
+        "security",
+        "TLS opt-outs: neo4j caSecretRef, insecureSkipVerify",
+        "accepted",
+        "only the CA from spec.tls or an explicit insecureSkipVerify gets past the certificate",
+    );
+}
+
+#[tokio::test]
+async fn postgres_verifies_certificates_unless_told_not_to() {
+    let endpoint = TlsEndpoint::start(true);
+    let uri = |mode: &str| format!("postgres://127.0.0.1:{}/app?sslmode={mode}", endpoint.port);
+
+    for mode in ["verify-full", "verify-ca"] {
+        let verifying = settings("postgres", &uri(mode), json!(null));
+        assert_eq!(verifying.tls, TlsMode::Verified(None), "{mode}");
+        refused(&endpoint, &probe(&verifying, None).await);
+    }
+    report::record(
+        "security",
+        "TLS verified: postgres sslmode=verify-full, verify-ca",
+        "refused",
+        "a certificate from an untrusted CA fails with TLSError before the handshake completes",
+    );
+
+    let with_ca = settings(
+        "postgres",
+        &uri("verify-full"),
+        json!({"caSecretRef": {"name": "ca"}}),
+    );
+    accepted(&endpoint, &probe(&with_ca, Some(CA)).await);
+    let handshakes = endpoint.handshakes();
+    let require = settings("postgres", &uri("require"), json!(null));
+    assert_eq!(require.tls, TlsMode::InsecureSkipVerify);
+    accepted(&endpoint, &probe(&require, None).await);
+    assert!(endpoint.handshakes() > handshakes);
+    report::record(
+        "security",
+        "TLS opt-outs: postgres caSecretRef, sslmode=require",
+        "accepted",
+        "only the CA from spec.tls or an explicit sslmode=require gets past the certificate",
+    );
+}
+
+#[test]
+fn skipping_verification_is_a_false_tls_verified_condition_that_says_what_to_do() {
+    let server = ServerInfo::default();
+    let connected = Outcome::Connected {
+        server: &server,
+        endpoint: "db:7687",
+        user: "app",
+    };
+    let status = |insecure| {
+        let facts = Facts {
+            insecure_tls: Some(insecure),
+            ..Facts::default()
+        };
+        let previous = DatabaseConnectionStatus::default();
+        status::desired(&previous, &connected, &facts, Some(1), Timestamp::now())
+    };
+    let insecure = status(true);
+    let condition = find(&insecure.conditions, TLS_VERIFIED).expect("TLSVerified is set");
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "InsecureSkipVerify")
+    );
+    for advice in [
+        "not authenticated",
+        "spec.tls.caSecretRef",
+        "sslmode=verify-full",
+    ] {
+        assert!(condition.message.contains(advice), "{}", condition.message);
+    }
+    assert!(find(&status(false).conditions, TLS_VERIFIED).is_none());
+    report::record(
+        "security",
+        "insecureSkipVerify surfaced",
+        "reported",
+        "TLSVerified=False, reason InsecureSkipVerify, the message names the fix",
+    );
+}
