@@ -4,10 +4,11 @@
 //! - `expect-apiserver: reject`: `kubectl apply` fails with `expect-message`, and `validate`
 //!   rejects it with the same problems, both ways: every problem `validate` reports is in the
 //!   apiserver's answer, and every error in the apiserver's answer is one `validate` reports.
-//! - `expect-apiserver: accept`: the apiserver stores it, the operator sets `expect-condition`
-//!   (`Type=Status Reason`) with `expect-message` in its message, and `validate` accepts or
+//! - `expect-apiserver: accept`: the apiserver stores it, and `validate` reports no problem of
+//!   the apiserver's (`source: apiserver`); the operator sets `expect-condition`
+//!   (`Type=Status Reason`) with `expect-message` in its message; and `validate` accepts or
 //!   rejects it as `expect-validate` says (it rejects what the operator refuses as a spec
-//!   problem, with the operator's own message).
+//!   problem, with the operator's own message, as `source: operator`).
 //!
 //! Alongside, a healthy connection must stay Ready, the operator must keep running without a hot
 //! retry loop, and no password may surface.
@@ -97,9 +98,17 @@ fn cases() -> Vec<Case> {
         .collect()
 }
 
+/// One problem `validate` reports.
+struct Finding {
+    field: String,
+    message: String,
+    /// `apiserver` (what `kubectl apply` would refuse) or `operator`.
+    source: String,
+}
+
 /// `validate --output json` on the manifest; its exit code and findings. It runs with an empty
 /// environment (no KUBECONFIG, no HOME): it must need no cluster.
-fn validate(manifest: &str) -> (i32, Vec<(String, String)>) {
+fn validate(manifest: &str) -> (i32, Vec<Finding>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dbconn-operator"))
         .env_clear()
         .args(["validate", "-f", "-", "--output", "json"])
@@ -126,11 +135,10 @@ fn validate(manifest: &str) -> (i32, Vec<(String, String)>) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            (
-                p["field"].as_str().unwrap().to_owned(),
-                p["message"].as_str().unwrap().to_owned(),
-            )
+        .map(|p| Finding {
+            field: p["field"].as_str().unwrap().to_owned(),
+            message: p["message"].as_str().unwrap().to_owned(),
+            source: p["source"].as_str().unwrap().to_owned(),
         })
         .collect();
     (out.status.code().unwrap_or(-1), findings)
@@ -175,7 +183,13 @@ fn check_rejected(ns: &str, case: &Case) {
         "{}: validate accepted what the apiserver refused",
         case.name
     );
-    for (field, message) in &findings {
+    for Finding {
+        field,
+        message,
+        source,
+    } in &findings
+    {
+        assert_eq!(source, "apiserver", "{}: {field}: {message}", case.name);
         assert!(
             stderr.contains(message) && stderr.contains(field.as_str()),
             "{}: validate says {field}: {message}, which the apiserver does not: {stderr}",
@@ -185,11 +199,12 @@ fn check_rejected(ns: &str, case: &Case) {
     for error in apiserver_errors(&stderr) {
         let reported = findings
             .iter()
-            .any(|(field, message)| *message == error || format!("{field}: {message}") == error);
+            .any(|f| f.message == error || format!("{}: {}", f.field, f.message) == error);
         assert!(
             reported,
-            "{}: the apiserver says {error:?}, validate does not: {findings:?}",
-            case.name
+            "{}: the apiserver says {error:?}, validate does not: {:?}",
+            case.name,
+            findings.iter().map(|f| &f.message).collect::<Vec<_>>()
         );
     }
     report::record(
@@ -229,16 +244,23 @@ async fn check_refused(h: &Harness, case: &Case) {
         condition.message
     );
     let (code, findings) = validate(&case.manifest);
+    let messages: Vec<_> = findings.iter().map(|f| &f.message).collect();
+    // Parity: what the apiserver stores, validate's apiserver checks accept.
+    assert!(
+        findings.iter().all(|f| f.source == "operator"),
+        "{}: the apiserver stored it, but validate says it would not: {messages:?}",
+        case.name
+    );
     if case.validate_rejects {
         assert_eq!(code, 1, "{}: validate accepted it", case.name);
         assert!(
-            findings.iter().any(|(_, m)| m.contains(&case.message)),
-            "{}: validate does not say {:?}: {findings:?}",
+            messages.iter().any(|m| m.contains(&case.message)),
+            "{}: validate does not say {:?}: {messages:?}",
             case.name,
             case.message
         );
     } else {
-        assert_eq!(code, 0, "{}: validate refused it: {findings:?}", case.name);
+        assert_eq!(code, 0, "{}: validate refused it: {messages:?}", case.name);
     }
     let verdict = if case.validate_rejects {
         "validate rejects"
