@@ -11,7 +11,6 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         Controller,
         controller::{self, Action},
@@ -39,6 +38,7 @@ use crate::{
     settings::{self, ConnectionSettings, TlsMode},
     state::{ConnectionState, Key, PoolEntry, Registry, pool_fingerprint},
     status::{self, Facts, Outcome},
+    status_write::{self, ApiStatus, Written},
 };
 
 pub const FIELD_MANAGER: &str = "dbconn-operator";
@@ -620,10 +620,11 @@ impl Reconciliation<'_> {
         } else {
             self.state.latency.observe(latency)
         };
+        let shown = previous.probe.as_ref().and_then(|p| p.latency.as_deref());
+        self.state.latency.shown(shown);
         if without_latency == previous && !self.state.latency.worth_recording(typical) {
             return Ok(());
         }
-        self.state.latency.recorded(typical);
         self.report(
             outcome,
             Facts {
@@ -634,37 +635,31 @@ impl Reconciliation<'_> {
         .await
     }
 
-    /// Writes status if it changed, and emits an Event when `Ready` changes.
+    /// Writes status if it changed (see `status_write`), and emits an Event when `Ready` changes.
     async fn report(&self, outcome: &Outcome<'_>, facts: Facts) -> Result<(), Error> {
-        let previous = self.obj.status.clone().unwrap_or_default();
-        let next = status::desired(
-            &previous,
-            outcome,
-            &facts,
-            self.obj.metadata.generation,
-            Timestamp::now(),
-        );
-        if next == previous {
-            return Ok(());
+        let store = ApiStatus {
+            api: Api::namespaced(
+                self.ctx.client.clone(),
+                &self.obj.namespace().unwrap_or_default(),
+            ),
+            name: self.obj.name_any(),
+        };
+        let desired = |previous: &DatabaseConnectionStatus| {
+            status::desired(
+                previous,
+                outcome,
+                &facts,
+                self.obj.metadata.generation,
+                Timestamp::now(),
+            )
+        };
+        let written = status_write::write(&store, self.obj.clone(), desired)
+            .await
+            .map_err(Error::StatusWrite)?;
+        if let Some(Written { previous, next }) = written {
+            self.ctx.metrics.status_written();
+            self.announce(&previous, &next).await;
         }
-        let api: Api<DatabaseConnection> = Api::namespaced(
-            self.ctx.client.clone(),
-            &self.obj.namespace().unwrap_or_default(),
-        );
-        let patch = serde_json::json!({
-            "apiVersion": "dbconn.dev/v1alpha1",
-            "kind": "DatabaseConnection",
-            "status": next,
-        });
-        api.patch_status(
-            &self.obj.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::StatusWrite)?;
-        self.ctx.metrics.status_written();
-        self.announce(&previous, &next).await;
         Ok(())
     }
 

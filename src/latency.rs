@@ -20,14 +20,18 @@ impl LatencyTracker {
     /// Starts from the figure status already shows (e.g. `3ms`), so a restarted operator does
     /// not rewrite every connection's status to refresh it.
     pub fn restored(shown: Option<&str>) -> Self {
-        let recorded = shown.and_then(|text| match text.strip_suffix("µs") {
+        let mut tracker = Self::default();
+        tracker.shown(shown);
+        tracker
+    }
+
+    /// Compares from now on against the figure status shows (e.g. `3ms`), whoever wrote it: a
+    /// figure forged by another writer, or one whose write failed, is not mistaken for the truth.
+    pub fn shown(&mut self, shown: Option<&str>) {
+        self.recorded = shown.and_then(|text| match text.strip_suffix("µs") {
             Some(micros) => micros.parse().ok().map(Duration::from_micros),
             None => crate::duration::parse(text).ok(),
         });
-        Self {
-            recent: VecDeque::new(),
-            recorded,
-        }
     }
 
     /// The typical latency including a probe that had to open its connection first: that one
@@ -63,10 +67,6 @@ impl LatencyTracker {
         };
         high - low >= MIN_STEP && high >= low * RATIO
     }
-
-    pub fn recorded(&mut self, typical: Duration) {
-        self.recorded = Some(typical);
-    }
 }
 
 #[cfg(test)]
@@ -83,9 +83,9 @@ mod tests {
     #[test]
     fn small_or_proportionally_small_moves_are_ignored() {
         let mut tracker = LatencyTracker::default();
-        tracker.recorded(MS(3));
+        tracker.shown(Some("3ms"));
         assert!(!tracker.worth_recording(MS(45)), "under 50 ms apart");
-        tracker.recorded(MS(100));
+        tracker.shown(Some("100ms"));
         assert!(!tracker.worth_recording(MS(200)), "under 3x");
         assert!(tracker.worth_recording(MS(400)));
         assert!(tracker.worth_recording(MS(10)));
@@ -98,6 +98,22 @@ mod tests {
         let tracker = LatencyTracker::restored(Some("1.2s"));
         assert!(tracker.worth_recording(MS(2)));
         assert!(LatencyTracker::restored(None).worth_recording(MS(2)));
+    }
+
+    #[test]
+    fn the_figure_status_shows_counts_whoever_wrote_it() {
+        let mut tracker = LatencyTracker::restored(Some("2ms"));
+        assert!(!tracker.worth_recording(MS(2)));
+        tracker.shown(Some("9m"));
+        assert!(
+            tracker.worth_recording(MS(2)),
+            "a forged figure is replaced"
+        );
+        tracker.shown(None);
+        assert!(
+            tracker.worth_recording(MS(2)),
+            "a removed figure is written again"
+        );
     }
 
     #[test]

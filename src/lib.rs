@@ -17,6 +17,7 @@ pub mod schema_apply;
 pub mod settings;
 pub mod state;
 pub mod status;
+pub mod status_write;
 pub mod telemetry;
 pub mod validate;
 

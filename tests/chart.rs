@@ -297,7 +297,7 @@ fn chart_yaml() -> Value {
 
 /// Applies the chart's ServiceAccount and RBAC for real, in namespaces of their own, and asks
 /// the apiserver's authorizer what the operator's ServiceAccount may do: exactly the calls the
-/// operator makes (src/: list/watch connections, SSA-patch their status, get/list/watch
+/// operator makes (src/: list/watch connections, patch their status, get/list/watch
 /// Secrets, create/patch/delete binding Secrets, create/patch events.k8s.io Events, the Lease),
 /// in the right namespaces, bound to the right subject, and none of the dangerous verbs.
 #[test]
