@@ -2,6 +2,7 @@
 //! by `tests/testenv/testenv.sh up`, a namespace per test, and the operator as a real process.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod fault;
 pub mod fuzz;
 pub mod neo4j;
 pub mod postgres;
@@ -214,6 +215,11 @@ impl Operator {
 
     /// Starts one more operator on `namespace` with extra flags; `tag` keeps its log apart.
     pub fn start_with(namespace: &str, tag: &str, extra_args: &[&str]) -> Self {
+        Self::start_on(namespace, tag, extra_args, TestEnv::get().kubeconfig())
+    }
+
+    /// As [`Operator::start_with`], reaching the apiserver through `kubeconfig`.
+    pub fn start_on(namespace: &str, tag: &str, extra_args: &[&str], kubeconfig: &str) -> Self {
         let dir = std::env::temp_dir().join("dbconn-e2e-logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("operator-{namespace}{tag}.log"));
@@ -223,7 +229,7 @@ impl Operator {
             .args(["--namespace", namespace])
             .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
             .args(extra_args)
-            .env("KUBECONFIG", TestEnv::get().kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,neo4rs=warn,dbconn_operator=debug")
             .stdout(out.try_clone().unwrap())
             .stderr(out)

@@ -66,3 +66,44 @@ pub async fn schema_names() -> Vec<String> {
     }
     names
 }
+
+/// One constraint, or one index that no constraint owns, as `SHOW CONSTRAINTS` / `SHOW INDEXES`
+/// list it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SchemaItem {
+    pub name: String,
+    /// `UNIQUENESS`, `RANGE`, `FULLTEXT`, ...
+    pub type_: String,
+    pub labels_or_types: Vec<String>,
+    pub properties: Vec<String>,
+    /// `ONLINE`, `POPULATING`, ...; constraints are always `ONLINE`.
+    pub state: String,
+}
+
+/// The constraints and indexes on `label` (or relationship type), read through `graph`.
+pub async fn schema_on(graph: &Graph, label: &str) -> Vec<SchemaItem> {
+    let mut items = Vec::new();
+    for statement in [
+        "SHOW CONSTRAINTS YIELD name, type, labelsOrTypes, properties \
+         WHERE $label IN labelsOrTypes RETURN name, type, labelsOrTypes, properties, 'ONLINE' AS state",
+        "SHOW INDEXES YIELD name, type, labelsOrTypes, properties, state, owningConstraint \
+         WHERE owningConstraint IS NULL AND $label IN labelsOrTypes \
+         RETURN name, type, labelsOrTypes, properties, state",
+    ] {
+        let mut rows = graph
+            .execute(query(statement).param("label", label))
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        while let Some(row) = rows.next().await.unwrap() {
+            items.push(SchemaItem {
+                name: row.get("name").unwrap(),
+                type_: row.get("type").unwrap(),
+                labels_or_types: row.get("labelsOrTypes").unwrap(),
+                properties: row.get("properties").unwrap(),
+                state: row.get("state").unwrap(),
+            });
+        }
+    }
+    items.sort();
+    items
+}

@@ -8,6 +8,7 @@
 #   testenv.sh status        say what runs
 #   testenv.sh stop SERVICE  stop one service (neo4j|postgres|apiserver|etcd), for fault tests
 #   testenv.sh start SERVICE start one service again
+#   testenv.sh kill SERVICE  crash one service (SIGKILL; PostgreSQL: immediate shutdown), for fault tests
 set -euo pipefail
 
 TESTENV_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -82,5 +83,6 @@ case "${1:-}" in
   status) cmd_status ;;
   stop) "${2:?service}_stop" ;;
   start) "${2:?service}_start" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  kill) "${2:?service}_kill" ;;
+  *) sed -n '2,13p' "$0"; exit 2 ;;
 esac

@@ -22,6 +22,16 @@ stop_pid() {
   rm -f "$f"
 }
 
+# kill_pid NAME: SIGKILL the process, as a crash would, and wait until it is gone.
+kill_pid() {
+  local f=$STATE_DIR/$1.pid pid i
+  [[ -f $f ]] || return 0
+  pid=$(cat "$f")
+  kill -9 "$pid" 2>/dev/null || true
+  for ((i=0; i<100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$f"
+}
+
 # wait_for DESCRIPTION SECONDS COMMAND...: poll until COMMAND succeeds.
 wait_for() {
   local what=$1 secs=$2 i; shift 2

@@ -6,6 +6,7 @@
 #   etcd_build     build etcd into $CACHE_DIR/etcd-<version>/ unless it is there; link into $BIN_DIR
 #   etcd_start     start etcd (no-op when running) and wait for /health
 #   etcd_stop      stop it; the data directory is kept
+#   etcd_kill      SIGKILL it, as a crash would
 #   etcd_running   true when the etcd process is alive
 
 # Module proxy downloads carry no commit; etcd prints this as its "Git SHA".
@@ -144,3 +145,4 @@ etcd_start() {
 }
 
 etcd_stop() { stop_pid etcd; }
+etcd_kill() { kill_pid etcd; }

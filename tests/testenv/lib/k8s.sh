@@ -7,6 +7,7 @@
 #   apiserver_start    start kube-apiserver against etcd (no-op when running), wait for /readyz,
 #                      write $STATE_DIR/kubeconfig (admin, group system:masters)
 #   apiserver_stop     stop it (etcd and its data stay)
+#   apiserver_kill     SIGKILL it, as a crash would
 #   apiserver_running  true when the kube-apiserver process is alive
 #   k8s_env            print KUBECONFIG=...
 
@@ -189,5 +190,6 @@ apiserver_start() {
 }
 
 apiserver_stop() { stop_pid apiserver; }
+apiserver_kill() { kill_pid apiserver; }
 
 k8s_env() { echo "KUBECONFIG=$STATE_DIR/kubeconfig"; }

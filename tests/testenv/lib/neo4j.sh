@@ -81,6 +81,12 @@ neo4j_stop() {
   stop_pid neo4j
 }
 
+# SIGKILL: no clean shutdown, the next start recovers the store from its transaction log.
+neo4j_kill() {
+  neo4j_running && log "neo4j: killing (SIGKILL)"
+  kill_pid neo4j
+}
+
 neo4j_env() {
   echo "NEO4J_URI=bolt://127.0.0.1:$NEO4J_BOLT_PORT"
   echo "NEO4J_USER=$NEO4J_TEST_USER"

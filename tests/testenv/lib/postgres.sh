@@ -119,6 +119,15 @@ postgres_stop() {
   pg_as "$(postgres_bin)/pg_ctl" stop -D "$POSTGRES_DATA" -m fast -w -t 60 -s
 }
 
+# A crash as PostgreSQL knows it: an immediate shutdown (SIGQUIT to every process, no
+# checkpoint; the next start runs crash recovery). A SIGKILL of the postmaster alone would leave
+# its backends running and holding shared memory, so the next start would refuse to run.
+postgres_kill() {
+  postgres_running || return 0
+  log "postgres: crashing (immediate shutdown)"
+  pg_as "$(postgres_bin)/pg_ctl" stop -D "$POSTGRES_DATA" -m immediate -w -t 60 -s
+}
+
 # Percent-encode for the userinfo/path parts of a URI.
 postgres_urlencode() {
   local LC_ALL=C s=$1 i c out=
