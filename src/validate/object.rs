@@ -278,7 +278,10 @@ mod tests {
                 map.get("properties").and_then(Value::as_object),
             ) {
                 for key in required.iter().filter_map(Value::as_str) {
-                    if properties.get(key).is_some_and(|p| p.get("default").is_some()) {
+                    if properties
+                        .get(key)
+                        .is_some_and(|p| p.get("default").is_some())
+                    {
                         clashes.push(format!("{path}.{key}"));
                     }
                 }
