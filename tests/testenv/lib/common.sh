@@ -42,6 +42,15 @@ wait_for() {
   die "$what did not answer within ${secs}s (logs in $STATE_DIR)"
 }
 
+# detached COMMAND...: run COMMAND without the file descriptors this script inherited beyond
+# 0-2. A server keeps what it was started with for as long as it runs: a lock its starter held
+# through an inherited descriptor (e.g. `flock LOCK cargo test`, whose fault tests restart
+# services) would stay locked until the server stops.
+detached() {
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  bash -c 'for f in /proc/$$/fd/*; do n=${f##*/}; if ((n > 2)); then eval "exec $n>&-"; fi; done 2>/dev/null; exec "$@"' detached "$@"
+}
+
 # testenv_spawn NAME COMMAND...: run COMMAND in the background in its own session (so a
 # Ctrl-C in the caller's terminal does not reach it), log appended to $STATE_DIR/NAME.log,
 # pid in $STATE_DIR/NAME.pid.
@@ -52,7 +61,7 @@ testenv_spawn() {
   echo "=== $(date -u +%FT%TZ) starting: $*" >>"$logf"
   # The child writes its own pid: setsid may fork, so $! would not be the server's pid.
   # shellcheck disable=SC2016 # expanded by the inner bash
-  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidf" "$@" \
+  detached setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidf" "$@" \
     >>"$logf" 2>&1 </dev/null &
   for ((i = 0; i < 100; i++)); do
     if [[ -s $pidf ]]; then return 0; fi
