@@ -447,6 +447,111 @@ fn as_args<'a>(checks: &'a [Vec<&'a str>]) -> Vec<(bool, &'a [&'a str])> {
     checks.iter().map(|c| (false, c.as_slice())).collect()
 }
 
+/// The operator itself, run as the chart's ServiceAccount (kubeconfig impersonation) with its
+/// RBAC alone: namespaced, leader election on, binding on. Everything it does must still work:
+/// reading the Secret, status, the binding Secret written and deleted, Events, the Lease. A
+/// missing grant would show as `Forbidden` in its log and a condition that is never reached.
+#[tokio::test]
+async fn the_operator_runs_on_the_charts_rbac_alone() {
+    common::install_crd();
+    let client = common::client().await;
+    let watch_ns = common::TestNamespace::create(&client, "chart-run")
+        .await
+        .name;
+    let release_ns = format!("{watch_ns}-system");
+    common::kubectl_ok(&["create", "namespace", &release_ns], None);
+    let docs = render(
+        "run",
+        &release_ns,
+        &[&format!("watchNamespace={watch_ns},replicaCount=2")],
+    );
+    apply_rbac(&docs);
+    let env = TestEnv::get();
+    let kubeconfig = std::env::temp_dir().join(format!("dbconn-{release_ns}.kubeconfig"));
+    let admin = std::fs::read_to_string(env.kubeconfig()).unwrap();
+    let impersonating = admin.replacen(
+        "  user:\n",
+        &format!("  user:\n    as: system:serviceaccount:{release_ns}:run-dbconn-operator\n"),
+        1,
+    );
+    assert_ne!(
+        admin, impersonating,
+        "the test kubeconfig has no user entry"
+    );
+    std::fs::write(&kubeconfig, impersonating).unwrap();
+    let operator = common::Operator::start_on(
+        &watch_ns,
+        "",
+        &[
+            "--leader-election",
+            "true",
+            "--lease-namespace",
+            &release_ns,
+            "--identity",
+            "chart-rbac",
+        ],
+        kubeconfig.to_str().unwrap(),
+    );
+    let h = common::Harness {
+        client,
+        ns: watch_ns.clone(),
+        operator,
+    };
+
+    h.apply(&common::secret_yaml(
+        "login",
+        env.var("NEO4J_USER"),
+        env.neo4j_password(),
+    ));
+    let connection = common::neo4j_connection_yaml("graph", env.neo4j_uri(), "login");
+    h.apply(&format!("{connection}  binding: {{}}\n"));
+    h.wait("graph", "Ready", "True", Some("Connected")).await;
+    let ns = watch_ns.as_str();
+    common::kubectl_ok(&["get", "secret", "graph-binding", "-n", ns], None);
+    let lease = common::kubectl_ok(
+        &[
+            "get",
+            "lease",
+            "dbconn-operator",
+            "-n",
+            &release_ns,
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert!(lease.contains("\"chart-rbac\""), "{lease}");
+    let events = common::kubectl_ok(
+        &["get", "events.events.k8s.io", "-n", ns, "-o", "json"],
+        None,
+    );
+    assert!(events.contains("\"Connected\""), "{events}");
+
+    // Without spec.binding the operator deletes the binding Secret.
+    h.apply(&connection);
+    let deadline = std::time::Instant::now() + common::CONDITION_TIMEOUT;
+    while common::kubectl(&["get", "secret", "graph-binding", "-n", ns], None)
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the binding Secret was not deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let logs = h.operator.logs();
+    assert!(!logs.to_lowercase().contains("forbidden"), "{logs}");
+    h.assert_secret_never_exposed(env.neo4j_password());
+    let _ = std::fs::remove_file(&kubeconfig);
+    report::record(
+        "security",
+        "operator runs on the chart's RBAC alone",
+        "passed",
+        "as its ServiceAccount: Ready, binding written and deleted, Events, Lease; no Forbidden",
+    );
+}
+
 /// Applies the ServiceAccount and RBAC documents of a render for real.
 fn apply_rbac(docs: &[Value]) {
     let rbac: Vec<&Value> = docs

@@ -90,8 +90,8 @@ What the operator may do in the namespaces it watches; the same rules go into th
 (all namespaces) or the Role (one namespace).
 */}}
 {{- define "dbconn-operator.watchRules" -}}
-# Exactly the calls the operator makes (src/): the controller lists and watches connections and
-# writes only their status, with server-side apply (a PATCH).
+# Exactly the calls the operator makes (src/): the controller lists and watches connections
+# (a re-read lists by name) and writes only their status, with a PATCH.
 - apiGroups: ["dbconn.dev"]
   resources: ["databaseconnections"]
   verbs: ["list", "watch"]
