@@ -42,13 +42,13 @@ wait_for() {
   die "$what did not answer within ${secs}s (logs in $STATE_DIR)"
 }
 
-# detached COMMAND...: run COMMAND without the file descriptors this script inherited beyond
-# 0-2. A server keeps what it was started with for as long as it runs: a lock its starter held
-# through an inherited descriptor (e.g. `flock LOCK cargo test`, whose fault tests restart
-# services) would stay locked until the server stops.
+# detached COMMAND...: replace the current (sub)shell with COMMAND, minus the file descriptors
+# inherited beyond 0-2; call it in a subshell or with &. A server keeps what it was started with
+# for as long as it runs: a lock its starter held through an inherited descriptor (e.g.
+# `flock LOCK cargo test`, whose fault tests restart services) would stay locked until then.
 detached() {
   # shellcheck disable=SC2016 # expanded by the inner bash
-  bash -c 'for f in /proc/$$/fd/*; do n=${f##*/}; if ((n > 2)); then eval "exec $n>&-"; fi; done 2>/dev/null; exec "$@"' detached "$@"
+  exec bash -c 'for f in /proc/$$/fd/*; do n=${f##*/}; if ((n > 2)); then eval "exec $n>&-"; fi; done 2>/dev/null; exec "$@"' detached "$@"
 }
 
 # testenv_spawn NAME COMMAND...: run COMMAND in the background in its own session (so a

@@ -22,7 +22,7 @@ postgres_bin() {
 # Run a server tool as the OS user that owns the cluster (without inherited descriptors: see
 # detached in common.sh; pg_ctl start leaves the server running).
 pg_as() {
-  if [[ $EUID -eq 0 ]]; then (cd / && detached runuser -u postgres -- "$@"); else detached "$@"; fi
+  if [[ $EUID -eq 0 ]]; then (cd / && detached runuser -u postgres -- "$@"); else (detached "$@"); fi
 }
 
 postgres_build() {
