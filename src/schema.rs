@@ -153,6 +153,20 @@ impl Declared {
         }
     }
 
+    /// Whether `found` is what an interrupted creation of this constraint leaves behind: Neo4j
+    /// builds a unique or key constraint's index, under the constraint's name, before the
+    /// constraint itself, so a crash in between leaves that RANGE index on its own.
+    fn remnant(&self, found: &Existing) -> bool {
+        matches!(
+            self.kind,
+            Kind::Constraint(ConstraintType::Unique | ConstraintType::NodeKey)
+        ) && !found.is_constraint
+            && found.type_ == "RANGE"
+            && found.entity == self.target.entity()
+            && found.labels_or_types == [self.target.name()]
+            && found.properties == self.properties
+    }
+
     /// How `actual` differs from this declaration, if it does.
     fn difference(&self, actual: &Existing) -> Option<String> {
         let expected = (
@@ -260,6 +274,9 @@ pub fn declared(spec: &SchemaSpec) -> Result<Vec<Declared>, String> {
 /// items the operator created earlier (the only ones it may ever drop).
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
+    /// Indexes left by an interrupted creation of an owned constraint: dropped before the
+    /// constraint is created again.
+    pub remnants: Vec<Existing>,
     pub create: Vec<Declared>,
     /// Owned items no longer declared, dropped because `prune` is on.
     pub drop: Vec<Existing>,
@@ -289,6 +306,10 @@ pub fn plan(
                 plan.enterprise_only.push(item.name.clone())
             }
             None => plan.create.push(item.clone()),
+            Some(found) if owned.contains(&item.name) && item.remnant(found) => {
+                plan.remnants.push(found.clone());
+                plan.create.push(item.clone());
+            }
             Some(found) => {
                 if let Some(difference) = item.difference(found) {
                     plan.differing.push((item.name.clone(), difference));

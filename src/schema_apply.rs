@@ -66,14 +66,40 @@ pub async fn reconcile(
     let mut problems = Vec::new();
     let mut changes = Vec::new();
     let mut repaired = Vec::new();
+    for remnant in &first.remnants {
+        match ops.execute(schema::drop_statement(remnant)).await {
+            Ok(()) => changes.push(format!(
+                "dropped index {:?}, left by an interrupted creation of the constraint",
+                remnant.name
+            )),
+            Err(error) => problems.push(apply_problem(&remnant.name, "index", &error)),
+        }
+    }
     for item in &first.create {
         match ops.execute(item.create_statement()).await {
             Ok(()) => {
-                if owned.contains(&item.name) {
+                if owned.contains(&item.name) && !first.remnants.iter().any(|r| r.name == item.name)
+                {
                     repaired.push(format!("{} {:?}", item.kind.noun(), item.name));
                 }
                 owned.insert(item.name.clone());
                 changes.push(format!("created {} {:?}", item.kind.noun(), item.name));
+            }
+            Err(error) if !error.server_answered() => {
+                // The connection went down with the statement in flight: it may have taken
+                // effect, or partly (see `schema::Plan::remnants`). The item is the operator's
+                // either way, and the rest waits until the server answers again.
+                owned.insert(item.name.clone());
+                let message = format!(
+                    "the connection was lost while creating {} {:?} ({error}); the rest is applied once the server answers again",
+                    item.kind.noun(),
+                    item.name
+                );
+                return SchemaReport {
+                    changes,
+                    repaired,
+                    ..failed(owned, "SchemaApplyFailed", message)
+                };
             }
             Err(error) => problems.push(apply_problem(&item.name, item.kind.noun(), &error)),
         }
@@ -361,11 +387,27 @@ mod tests {
 
     /// A fake server: a list of existing items; statements are recorded, and CREATE adds the
     /// item unless its name is in `violated` (standing for data that violates a constraint).
+    /// A CREATE CONSTRAINT named in `crash` dies halfway, as Neo4j killed mid-statement would:
+    /// the constraint's index exists, the constraint does not, the connection is gone.
     #[derive(Default)]
     struct FakeServer {
         items: Mutex<Vec<Existing>>,
         statements: Mutex<Vec<String>>,
         violated: Vec<&'static str>,
+        crash: Mutex<Vec<&'static str>>,
+    }
+
+    fn range_index(name: &str) -> Existing {
+        Existing {
+            name: name.into(),
+            is_constraint: false,
+            type_: "RANGE".into(),
+            entity: "NODE".into(),
+            labels_or_types: vec!["POI".into()],
+            properties: vec!["id".into()],
+            state: "ONLINE".into(),
+            population_percent: 100.0,
+        }
     }
 
     impl SchemaOps for FakeServer {
@@ -377,7 +419,15 @@ mod tests {
         fn execute(&self, statement: String) -> BoxFuture<'_, Result<(), EngineError>> {
             self.statements.lock().unwrap().push(statement.clone());
             let name = statement.split('`').nth(1).unwrap_or_default().to_owned();
-            let result = if self.violated.contains(&name.as_str()) {
+            let mut crash = self.crash.lock().unwrap();
+            let result = if let Some(i) = crash.iter().position(|c| *c == name) {
+                crash.remove(i);
+                self.items.lock().unwrap().push(range_index(&name));
+                Err(EngineError::Unreachable {
+                    endpoint: "127.0.0.1:7687".into(),
+                    detail: "connection reset by peer".into(),
+                })
+            } else if self.violated.contains(&name.as_str()) {
                 Err(EngineError::QueryFailed(
                     "Neo.ClientError.Schema.ConstraintCreationFailed: both nodes have id 1".into(),
                 ))
@@ -547,6 +597,41 @@ mod tests {
                 .iter()
                 .any(|s| s == "DROP INDEX `i1` IF EXISTS")
         );
+    }
+
+    #[tokio::test]
+    async fn a_crash_mid_create_is_owned_and_its_remnant_replaced_once_the_server_is_back() {
+        let server = FakeServer {
+            crash: Mutex::new(vec!["c1"]),
+            ..Default::default()
+        };
+        let declared = spec(&["c1", "c2"], &[], false);
+        let crashed = reconcile(&server, &declared, None, &community()).await;
+        assert_eq!(crashed.condition.reason, "SchemaApplyFailed");
+        assert_eq!(crashed.status.managed, ["c1"], "outcome unknown: owned");
+        assert_eq!(
+            server.statements.lock().unwrap().len(),
+            1,
+            "nothing more sent"
+        );
+
+        let back = reconcile(&server, &declared, Some(&crashed.status), &community()).await;
+        assert_eq!(back.condition.status, Status::True, "{:?}", back.condition);
+        assert_eq!(back.status.managed, ["c1", "c2"]);
+        assert!(back.repaired.is_empty());
+        let statements = server.statements.lock().unwrap();
+        assert_eq!(statements[1], "DROP INDEX `c1` IF EXISTS");
+        assert!(statements[2].starts_with("CREATE CONSTRAINT `c1`"));
+    }
+
+    #[tokio::test]
+    async fn an_index_made_by_hand_under_a_declared_constraint_name_is_never_dropped() {
+        let server = FakeServer::default();
+        server.items.lock().unwrap().push(range_index("c1"));
+        let report = reconcile(&server, &spec(&["c1"], &[], false), None, &community()).await;
+        assert_eq!(report.condition.reason, "SchemaDrift");
+        assert_eq!(report.status.problems[0].reason, "Differs");
+        assert!(server.statements.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
