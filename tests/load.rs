@@ -22,7 +22,7 @@ use dbconn_operator::api::DatabaseConnection;
 use futures::{StreamExt, stream};
 use kube::{
     Api,
-    api::{ListParams, PostParams},
+    api::{DeleteParams, ListParams, PostParams},
 };
 
 const HEALTHY: usize = 900;
@@ -265,4 +265,8 @@ async fn a_thousand_connections_with_ten_percent_failing() {
             window.as_secs_f64()
         ),
     );
+    // A thousand leftovers would weigh on anything that later watches every namespace.
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .expect("delete the load test's connections");
 }
