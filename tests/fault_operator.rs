@@ -11,8 +11,8 @@ use std::{
 };
 
 use common::{
-    Harness, Operator, TestEnv, TestNamespace, free_port, install_crd, neo4j_connection_yaml,
-    report, secret_yaml,
+    Harness, Operator, TestEnv, TestNamespace, fault::Partition, free_port, install_crd,
+    neo4j_connection_yaml, report, secret_yaml,
 };
 use dbconn_operator::api::DatabaseConnection;
 use kube::{Api, api::ListParams};
@@ -54,8 +54,9 @@ async fn operator_killed_mid_reconcile_rebuilds_its_state_from_the_apiserver() {
     install_crd();
     let client = common::client().await;
     let ns = TestNamespace::create(&client, "fault-operator").await.name;
-    // Few workers, so the kill lands while most connections are still being brought up.
-    let operator = Operator::start_with(&ns, "-first", &["--concurrency", "2"]);
+    // One worker, and every answer from Neo4j held back a little (through a slow proxy), so the
+    // kill lands while most connections are still being brought up.
+    let operator = Operator::start_with(&ns, "-first", &["--concurrency", "1"]);
     let mut h = Harness {
         client,
         ns,
@@ -88,8 +89,10 @@ async fn operator_killed_mid_reconcile_rebuilds_its_state_from_the_apiserver() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
 
+    let slow = Partition::slow(env.neo4j_port(), Duration::from_millis(100)).await;
+    let slow_uri = format!("bolt://127.0.0.1:{}", slow.port);
     let healthy: Vec<String> = (0..HEALTHY)
-        .map(|i| neo4j_connection_yaml(&format!("conn-{i:02}"), env.neo4j_uri(), "login"))
+        .map(|i| neo4j_connection_yaml(&format!("conn-{i:02}"), &slow_uri, "login"))
         .collect();
     h.apply(&healthy.join("---\n"));
     let deadline = Instant::now() + common::CONDITION_TIMEOUT;
