@@ -109,7 +109,8 @@ pub async fn run(
     let connections: Api<DatabaseConnection> = scope.api(&ctx.client);
     let secrets: Api<Secret> = scope.api(&ctx.client);
     let controller = Controller::new(connections, watcher::Config::default().any_semantic())
-        .with_config(controller::Config::default().concurrency(concurrency));
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .trigger_backoff(schedule::WatchBackoff::default());
     let store = controller.store();
     let synced = (store.clone(), ctx.readiness.clone());
     tokio::spawn(async move {

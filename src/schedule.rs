@@ -1,8 +1,10 @@
 //! When to probe next: the health-check interval after a success, exponential backoff after a
 //! failure, and a slow cadence for failures only the user can fix. Jitter keeps thousands of
-//! connections from probing in lockstep.
+//! connections from probing in lockstep. Also the watches' pause after an error.
 
 use std::time::Duration;
+
+use kube::runtime::utils::Backoff;
 
 use crate::{engine::FailureClass, settings::ConnectionSettings};
 
@@ -48,6 +50,39 @@ pub fn backoff(initial: Duration, max: Duration, failures: u32, random: f64) -> 
     raw.mul_f64(1.0 - 0.2 * random.clamp(0.0, 1.0))
 }
 
+/// The pause after a watch error (for all watches: they share it) until the next attempt:
+/// 0.5 s doubling up to 5 s, and from 0.5 s again once an event arrives. After an apiserver
+/// restart every watch fails in turn (refused, then 410 Gone for its old resourceVersion), each
+/// failure lengthening the pause; with client-go's 30 s cap that added up to over a minute of
+/// changes unseen after the apiserver was back.
+#[derive(Debug, Default)]
+pub struct WatchBackoff {
+    failures: u32,
+}
+
+const WATCH_INITIAL: Duration = Duration::from_millis(500);
+const WATCH_MAX: Duration = Duration::from_secs(5);
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.failures = self.failures.saturating_add(1);
+        Some(backoff(
+            WATCH_INITIAL,
+            WATCH_MAX,
+            self.failures,
+            rand::random(),
+        ))
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +115,17 @@ mod tests {
             AUTH_RETRY
         );
         assert!(after_failure(&settings, FailureClass::Transient, 1, 0.0) <= S(1));
+    }
+
+    #[test]
+    fn watch_errors_pause_at_most_five_seconds_and_start_over_after_an_event() {
+        let mut watch = WatchBackoff::default();
+        let pauses: Vec<_> = watch.by_ref().take(10).collect();
+        assert!(pauses[0] <= WATCH_INITIAL);
+        assert!(pauses.iter().all(|p| *p <= WATCH_MAX));
+        assert!(pauses[9] >= WATCH_MAX.mul_f64(0.8));
+        watch.reset();
+        assert!(watch.next().unwrap() <= WATCH_INITIAL);
     }
 
     #[test]
