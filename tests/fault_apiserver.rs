@@ -234,7 +234,7 @@ async fn restart() {
         "kube-apiserver restarted; password rotated in Neo4j meanwhile, Secret updated as it came back",
         "survived",
         &format!(
-            "down {:.1} s; new credentials in effect {:.1} s after the Secret update ({gone} watches answered 410 Gone and listed again); 0 missed; same operator process, /readyz 200 throughout",
+            "down {:.1} s; new credentials in effect {:.1} s after the Secret update (watches resumed; 410 Gone answers, each followed by a fresh list: {gone}); 0 missed; same operator process, /readyz 200 throughout",
             down_for.as_secs_f64(),
             in_effect.as_secs_f64()
         ),
