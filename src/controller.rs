@@ -317,15 +317,6 @@ impl Reconciliation<'_> {
             .clone()
             .expect("credentials were just loaded");
 
-        let now = Instant::now();
-        let inputs = self.probe_inputs(&settings, &credentials);
-        if let Some(wait) = self.state.wait_before_probe(inputs, now) {
-            debug!(?wait, "probe not due");
-            return Ok(Action::requeue(wait));
-        }
-        self.state.probed_inputs = Some(inputs);
-
-        let result = self.probe(&settings, &credentials).await;
         let facts_base = Facts {
             insecure_tls,
             credentials: Some(CredentialsStatus {
@@ -336,8 +327,29 @@ impl Reconciliation<'_> {
             schema: None,
             binding: None,
         };
+        let now = Instant::now();
+        let inputs = self.probe_inputs(&settings, &credentials);
+        if let Some(wait) = self.state.wait_before_probe(inputs, now) {
+            if let Some(error) = self.state.unreported_failure.clone() {
+                // The last failure's status write failed: send the report again, not the probe
+                // (for a refused login, another attempt would come before its time).
+                let outcome = Outcome::Failed {
+                    error: &error,
+                    consecutive_failures: self.state.consecutive_failures,
+                    failure_threshold: settings.health.failure_threshold,
+                };
+                self.report(&outcome, facts_base).await?;
+                self.state.unreported_failure = None;
+            }
+            debug!(?wait, "probe not due");
+            return Ok(Action::requeue(wait));
+        }
+        self.state.probed_inputs = Some(inputs);
+
+        let result = self.probe(&settings, &credentials).await;
         let delay = match result {
             Ok((latency, cold)) => {
+                self.state.unreported_failure = None;
                 self.state.consecutive_failures = 0;
                 let entry = self
                     .state
@@ -385,8 +397,15 @@ impl Reconciliation<'_> {
                     consecutive_failures: failures,
                     failure_threshold: settings.health.failure_threshold,
                 };
+                let delay =
+                    schedule::after_failure(&settings, error.class(), failures, rand::random());
+                // Scheduled before the status write: if the write fails (the apiserver is away),
+                // the retries in between re-send this report instead of probing again.
+                self.state.next_probe = Some(Instant::now() + delay);
+                self.state.unreported_failure = Some(error.clone());
                 self.report(&outcome, facts_base).await?;
-                schedule::after_failure(&settings, error.class(), failures, rand::random())
+                self.state.unreported_failure = None;
+                delay
             }
         };
         self.state.next_probe = Some(Instant::now() + delay);

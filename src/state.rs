@@ -13,7 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 use crate::{
     api::{DatabaseConnection, ServerInfo},
     credentials::Credentials,
-    engine::Pool,
+    engine::{EngineError, Pool},
     latency::LatencyTracker,
     metrics::ConnectionLabels,
     settings::ConnectionSettings,
@@ -56,6 +56,8 @@ pub struct ConnectionState {
     pub labels: Option<ConnectionLabels>,
     /// Hash of what the binding Secret was last written from.
     pub binding_written: Option<u64>,
+    /// A failed probe whose status write failed, to report again before the next probe is due.
+    pub unreported_failure: Option<EngineError>,
 }
 
 impl ConnectionState {

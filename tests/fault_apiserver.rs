@@ -11,7 +11,12 @@
 //!    again, while the operator's watches are still backing off (the log shows their errors),
 //!    and the operator must end on the new credentials.
 //!
-//! Both end with Ready=True on the Secret's new resourceVersion, the same operator process, and
+//! 3. A refused login while the operator is cut off from the apiserver: the status write that
+//!    follows fails, and the retries after it must re-send that report without logging in
+//!    again before the account's retry time (no authentication storm during an outage); once
+//!    the apiserver is back, status must say AuthenticationFailed without waiting for that time.
+//!
+//! The first two end with Ready=True on the Secret's new resourceVersion, the same operator process, and
 //! /healthz and /readyz answering 200 throughout (an apiserver outage is not the operator's
 //! fault: restarting it would not help, so it stays ready and keeps probing its databases).
 //! In a test binary of its own: the restart would disturb every other test.
@@ -25,7 +30,9 @@ use common::{
     fault::{Outage, Partition, eventually},
     install_crd,
     neo4j::{create_user, set_password, unique_user},
-    neo4j_connection_yaml, report, secret_yaml,
+    neo4j_connection_yaml,
+    proxy::CountingProxy,
+    report, secret_yaml,
 };
 use dbconn_operator::api::DatabaseConnection;
 use k8s_openapi::api::core::v1::Secret;
@@ -106,6 +113,7 @@ fn watch_errors(operator: &Operator) -> usize {
 async fn apiserver_partition_and_restart_lose_no_change() {
     partition().await;
     restart().await;
+    refused_login_while_cut_off().await;
 }
 
 async fn partition() {
@@ -237,6 +245,66 @@ async fn restart() {
             "down {:.1} s; new credentials in effect {:.1} s after the Secret update (watches resumed; 410 Gone answers, each followed by a fresh list: {gone}); 0 missed; same operator process, /readyz 200 throughout",
             down_for.as_secs_f64(),
             in_effect.as_secs_f64()
+        ),
+    );
+}
+
+async fn refused_login_while_cut_off() {
+    install_crd();
+    let client = common::client().await;
+    let ns = TestNamespace::create(&client, "fault-login").await.name;
+    let kubeconfig = std::env::temp_dir().join(format!("dbconn-kubeconfig-{ns}"));
+    let apiserver = Partition::start(apiserver_port()).await;
+    kubeconfig_via(apiserver.port, &kubeconfig);
+    let operator = Operator::start_on(&ns, "", &[], kubeconfig.to_str().unwrap());
+    let h = Harness {
+        client,
+        ns,
+        operator,
+    };
+    let env = TestEnv::get();
+    // Operator -> counting proxy (each Bolt login is a new connection) -> cuttable proxy -> Neo4j.
+    let neo4j = Partition::start(env.neo4j_port()).await;
+    let logins = CountingProxy::start(neo4j.port).await;
+    neo4j.cut();
+    let wrong = "cut-off-wrong-password";
+    h.apply(&secret_yaml("login", env.var("NEO4J_USER"), wrong));
+    let uri = format!("bolt://127.0.0.1:{}", logins.port);
+    h.apply(&neo4j_connection_yaml("refused", &uri, "login"));
+    h.wait("refused", "Ready", "False", Some("Unreachable"))
+        .await;
+
+    apiserver.cut();
+    neo4j.heal().await;
+    let before = logins.connections();
+    let window = Duration::from_secs(30);
+    tokio::time::sleep(window).await;
+    let attempts = logins.connections() - before;
+    apiserver.heal().await;
+    let healed = Instant::now();
+    h.wait("refused", "Ready", "False", Some("AuthenticationFailed"))
+        .await;
+    let reported = healed.elapsed();
+    assert!(
+        attempts >= 1,
+        "no login was attempted in {window:?}: the scenario did not happen"
+    );
+    assert_eq!(
+        attempts, 1,
+        "{attempts} logins in {window:?} while status could not be written: each failed status write led to another login"
+    );
+    h.assert_secret_never_exposed(wrong);
+    println!(
+        "refused login while cut off: {attempts} login in {window:?}; AuthenticationFailed shown {reported:?} after the apiserver came back"
+    );
+    report::record(
+        "fault",
+        "refused login while the operator is cut off from the apiserver (status write fails)",
+        "survived",
+        &format!(
+            "{attempts} login attempt in {} s (no storm); AuthenticationFailed in status {:.1} s after the cut healed",
+            window.as_secs(),
+            reported.as_secs_f64()
         ),
     );
 }
