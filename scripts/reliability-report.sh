@@ -15,7 +15,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/dbconn-operator/target}
 testenv=tests/testenv/testenv.sh
 
-if bash "$testenv" status | grep -q ': stopped'; then
+# Not `status | grep -q`: under pipefail, grep's early exit makes `status` fail with SIGPIPE.
+if [[ $(bash "$testenv" status) == *": stopped"* ]]; then
   trap 'bash "$testenv" down >/dev/null 2>&1 || true' EXIT
   bash "$testenv" up >/dev/null
 fi
