@@ -376,14 +376,18 @@ impl Reconciliation<'_> {
                     endpoint: &settings.endpoint,
                     user: &credentials.username,
                 };
+                // Scheduled after the status write: should it fail, the retry probes again,
+                // which is cheap once logged in, and brings status up to date.
                 self.report_with_latency(&outcome, facts, latency, cold)
                     .await?;
                 let next = schedule::after_success(&settings, rand::random());
-                if check_soon {
+                let delay = if check_soon {
                     next.min(SCHEMA_RECHECK)
                 } else {
                     next
-                }
+                };
+                self.state.next_probe = Some(Instant::now() + delay);
+                delay
             }
             Err(error) => {
                 self.state.consecutive_failures = self.state.consecutive_failures.saturating_add(1);
@@ -408,7 +412,6 @@ impl Reconciliation<'_> {
                 delay
             }
         };
-        self.state.next_probe = Some(Instant::now() + delay);
         Ok(Action::requeue(delay))
     }
 
@@ -673,7 +676,7 @@ impl Reconciliation<'_> {
                 Timestamp::now(),
             )
         };
-        let written = status_write::write(&store, self.obj.clone(), desired)
+        let written = status_write::write(&store, self.obj, desired)
             .await
             .map_err(Error::StatusWrite)?;
         if let Some(Written { previous, next }) = written {

@@ -4,7 +4,7 @@
 //! status that changed meanwhile. On a conflict the object is read again and the status
 //! recomputed from what is stored now, so the write is retried, not lost.
 
-use std::future::Future;
+use std::{borrow::Cow, future::Future};
 
 use kube::{
     Api,
@@ -76,21 +76,23 @@ pub struct Written {
 }
 
 /// Replaces `obj`'s status with `desired(its status)` when that differs; returns `None` when
-/// nothing changed.
+/// nothing changed. The object is copied only for a write, not for every report.
 pub async fn write(
     store: &impl StatusStore,
-    mut obj: DatabaseConnection,
+    obj: &DatabaseConnection,
     desired: impl Fn(&DatabaseConnectionStatus) -> DatabaseConnectionStatus,
 ) -> Result<Option<Written>, kube::Error> {
+    let mut stored = Cow::Borrowed(obj);
     let mut attempt = 1;
     loop {
-        let previous = obj.status.take().unwrap_or_default();
+        let previous = stored.status.clone().unwrap_or_default();
         let next = desired(&previous);
         if next == previous {
             return Ok(None);
         }
-        obj.status = Some(next.clone());
-        match store.replace_status(&obj).await {
+        let mut sent = stored.into_owned();
+        sent.status = Some(next.clone());
+        match store.replace_status(&sent).await {
             Ok(()) => return Ok(Some(Written { previous, next })),
             Err(kube::Error::Api(status)) if status.is_conflict() && attempt < ATTEMPTS => {
                 debug!(
@@ -98,7 +100,7 @@ pub async fn write(
                     "status changed since it was read; reading it again"
                 );
                 attempt += 1;
-                obj = store.get().await?;
+                stored = Cow::Owned(store.get().await?);
             }
             Err(error) => return Err(error),
         }
@@ -205,7 +207,7 @@ mod tests {
     #[tokio::test]
     async fn a_conflict_is_retried_from_the_status_stored_now() {
         let fake = Fake::new(DatabaseConnectionStatus::default(), 1);
-        let written = write(&fake, fake.stored(), ready).await.unwrap().unwrap();
+        let written = write(&fake, &fake.stored(), ready).await.unwrap().unwrap();
         let sent = fake.sent.lock().unwrap();
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[1].metadata.resource_version.as_deref(), Some("2"));
@@ -225,14 +227,14 @@ mod tests {
     #[tokio::test]
     async fn an_unchanged_status_is_not_written() {
         let fake = Fake::new(ready(&DatabaseConnectionStatus::default()), 0);
-        assert!(write(&fake, fake.stored(), ready).await.unwrap().is_none());
+        assert!(write(&fake, &fake.stored(), ready).await.unwrap().is_none());
         assert!(fake.sent.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn endless_conflicts_end_in_an_error_for_the_error_policy() {
         let fake = Fake::new(DatabaseConnectionStatus::default(), u32::MAX);
-        let error = write(&fake, fake.stored(), ready).await.unwrap_err();
+        let error = write(&fake, &fake.stored(), ready).await.unwrap_err();
         assert!(matches!(error, kube::Error::Api(s) if s.is_conflict()));
         assert_eq!(fake.sent.lock().unwrap().len() as u32, ATTEMPTS);
     }
