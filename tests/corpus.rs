@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Harness, TestEnv, kubectl, neo4j_connection_yaml, report, secret_yaml};
+use common::{Harness, TestEnv, kubectl, report};
 use serde_json::Value;
 
 struct Case {
@@ -279,17 +279,7 @@ async fn check_refused(h: &Harness, case: &Case) {
 async fn every_bad_input_gets_a_specific_answer_and_validate_agrees() {
     let mut h = Harness::start("corpus").await;
     let env = TestEnv::get();
-    h.apply(&secret_yaml(
-        "control-login",
-        env.var("NEO4J_USER"),
-        env.neo4j_password(),
-    ));
-    h.apply(&neo4j_connection_yaml(
-        "control",
-        env.neo4j_uri(),
-        "control-login",
-    ));
-    h.wait("control", "Ready", "True", None).await;
+    h.ready_neo4j("control", "control-login").await;
 
     let cases = cases();
     assert!(cases.len() >= 40, "the corpus has {} cases", cases.len());

@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    Harness, TestEnv, condition_reason, kubectl_ok,
+    Harness, TestEnv, condition_reason, eventually, kubectl_ok,
     neo4j::{create_user, set_password, unique_user},
     neo4j_connection_yaml,
     proxy::CountingProxy,
@@ -15,29 +15,6 @@ use common::{
 };
 use dbconn_operator::api::DatabaseConnection;
 use kube::Api;
-
-/// Polls `check` every 200 ms for up to a minute; panics with `what` if it never holds.
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{what} did not happen within 60 s");
-}
-
-async fn secret_version(h: &Harness, name: &str) -> String {
-    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(h.client.clone(), &h.ns);
-    secrets
-        .get(name)
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap()
-}
 
 fn credentials_version(obj: &DatabaseConnection) -> String {
     obj.status
@@ -65,7 +42,7 @@ async fn rotated_password_is_used_live_and_the_old_pool_is_closed() {
     // The way a password is rotated: the server first, then the Secret.
     set_password(&user, new).await;
     h.apply(&secret_yaml("login", &user, new));
-    let version = secret_version(&h, "login").await;
+    let version = h.secret_version("login").await;
     let api: Api<DatabaseConnection> = Api::namespaced(h.client.clone(), &h.ns);
     eventually("status to report the new Secret version", async || {
         let obj = api.get("app").await.unwrap();

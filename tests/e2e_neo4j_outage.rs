@@ -5,33 +5,18 @@ mod common;
 
 use std::time::Instant;
 
-use common::{Harness, TestEnv, condition_reason, neo4j_connection_yaml, secret_yaml};
-
-/// Starts Neo4j again even if an assertion fails, so later test binaries find it running.
-struct RestartOnDrop;
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        TestEnv::get().testenv(&["start", "neo4j"]);
-    }
-}
+use common::{Harness, TestEnv, condition_reason, fault::Outage};
 
 #[tokio::test]
 async fn neo4j_outage_turns_unreachable_and_recovers_without_operator_restart() {
     let mut h = Harness::start("outage").await;
     let env = TestEnv::get();
-    h.apply(&secret_yaml(
-        "login",
-        env.var("NEO4J_USER"),
-        env.neo4j_password(),
-    ));
     // interval 5s, timeout 3s, failureThreshold 1 (see neo4j_connection_yaml)
-    h.apply(&neo4j_connection_yaml("graph", env.neo4j_uri(), "login"));
-    h.wait("graph", "Ready", "True", None).await;
+    h.ready_neo4j("graph", "login").await;
 
-    let guard = RestartOnDrop;
+    // Started again by `end`, or on drop if an assertion fails first.
+    let outage = Outage::stop("neo4j");
     let stopped = Instant::now();
-    env.testenv(&["stop", "neo4j"]);
     let down = h.wait("graph", "Ready", "False", None).await;
     println!(
         "Neo4j stopped -> Ready=False in {:?} (interval 5s + timeout 3s)",
@@ -44,7 +29,7 @@ async fn neo4j_outage_turns_unreachable_and_recovers_without_operator_restart() 
     );
     assert_eq!(condition_reason(&down, "Reachable"), reason);
 
-    drop(guard);
+    outage.end();
     let started = Instant::now();
     h.wait("graph", "Ready", "True", None).await;
     println!("Neo4j started -> Ready=True in {:?}", started.elapsed());

@@ -7,18 +7,10 @@ use std::time::Instant;
 
 use common::{
     Harness, TestEnv, condition_reason,
+    fault::Outage,
     postgres::{connection_yaml, uri},
     secret_yaml,
 };
-
-/// Starts PostgreSQL again even if an assertion fails, so later test binaries find it running.
-struct RestartOnDrop;
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        TestEnv::get().testenv(&["start", "postgres"]);
-    }
-}
 
 #[tokio::test]
 async fn postgres_outage_turns_unreachable_and_recovers_without_operator_restart() {
@@ -33,9 +25,9 @@ async fn postgres_outage_turns_unreachable_and_recovers_without_operator_restart
     h.apply(&connection_yaml("orders", &uri("dbconn"), "login"));
     h.wait("orders", "Ready", "True", None).await;
 
-    let guard = RestartOnDrop;
+    // Started again by `end`, or on drop if an assertion fails first.
+    let outage = Outage::stop("postgres");
     let stopped = Instant::now();
-    env.testenv(&["stop", "postgres"]);
     // A probe that lands while the server shuts down may first see 57P03 (TransientError);
     // once it is down, the connection is refused.
     let down = h
@@ -48,7 +40,7 @@ async fn postgres_outage_turns_unreachable_and_recovers_without_operator_restart
     assert_eq!(condition_reason(&down, "Reachable"), "Unreachable");
     assert_eq!(condition_reason(&down, "Reconciling"), "Unreachable");
 
-    drop(guard);
+    outage.end();
     let started = Instant::now();
     let up = h.wait("orders", "Ready", "True", None).await;
     println!(

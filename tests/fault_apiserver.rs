@@ -23,11 +23,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use common::{
-    Harness, Operator, TestEnv, TestNamespace, condition_reason,
-    fault::{Outage, Partition, eventually},
+    Harness, Operator, TestEnv, TestNamespace, condition_reason, eventually,
+    fault::{Outage, Partition},
     install_crd,
     neo4j::{create_user, set_password, unique_user},
     neo4j_connection_yaml,
@@ -35,19 +38,7 @@ use common::{
     report, secret_yaml,
 };
 use dbconn_operator::api::DatabaseConnection;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-
-async fn secret_version(h: &Harness, name: &str) -> String {
-    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), &h.ns);
-    secrets
-        .get(name)
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap()
-}
 
 /// Ready=True/Connected on the Secret's resourceVersion `version`, for this generation.
 async fn wait_on_credentials(h: &Harness, name: &str, version: &str) -> Duration {
@@ -116,19 +107,26 @@ async fn apiserver_partition_and_restart_lose_no_change() {
     refused_login_while_cut_off().await;
 }
 
-async fn partition() {
+/// A namespace and an operator that reaches the apiserver only through a proxy the test can cut;
+/// the kubeconfig that points the operator at the proxy is for the caller to remove.
+async fn cut_off_harness(prefix: &str) -> (Harness, Partition, PathBuf) {
     install_crd();
     let client = common::client().await;
-    let ns = TestNamespace::create(&client, "fault-partition").await.name;
+    let ns = TestNamespace::create(&client, prefix).await.name;
     let kubeconfig = std::env::temp_dir().join(format!("dbconn-kubeconfig-{ns}"));
     let proxy = Partition::start(apiserver_port()).await;
     kubeconfig_via(proxy.port, &kubeconfig);
     let operator = Operator::start_on(&ns, "", &[], kubeconfig.to_str().unwrap());
-    let mut h = Harness {
+    let h = Harness {
         client,
         ns,
         operator,
     };
+    (h, proxy, kubeconfig)
+}
+
+async fn partition() {
+    let (mut h, proxy, kubeconfig) = cut_off_harness("fault-partition").await;
     let env = TestEnv::get();
     let user = unique_user("partition");
     let (old, new) = ("partition-old-1", "partition-new-2");
@@ -155,7 +153,7 @@ async fn partition() {
     .await;
     set_password(&user, new).await;
     h.apply(&secret_yaml("login", &user, new));
-    let version = secret_version(&h, "login").await;
+    let version = h.secret_version("login").await;
     h.apply(&edited.replace("interval: 5s", "interval: 4s"));
     h.apply(&neo4j_connection_yaml("late", env.neo4j_uri(), "admin"));
     // Long enough for the watches to back off between reconnection attempts.
@@ -221,7 +219,7 @@ async fn restart() {
     // At once, before the operator's watches are back.
     h.apply(&secret_yaml("login", &user, new));
     let updated = Instant::now();
-    let version = secret_version(&h, "login").await;
+    let version = h.secret_version("login").await;
     let errors_at_update = watch_errors(&h.operator);
 
     wait_on_credentials(&h, "rotated", &version).await;
@@ -250,18 +248,7 @@ async fn restart() {
 }
 
 async fn refused_login_while_cut_off() {
-    install_crd();
-    let client = common::client().await;
-    let ns = TestNamespace::create(&client, "fault-login").await.name;
-    let kubeconfig = std::env::temp_dir().join(format!("dbconn-kubeconfig-{ns}"));
-    let apiserver = Partition::start(apiserver_port()).await;
-    kubeconfig_via(apiserver.port, &kubeconfig);
-    let operator = Operator::start_on(&ns, "", &[], kubeconfig.to_str().unwrap());
-    let h = Harness {
-        client,
-        ns,
-        operator,
-    };
+    let (h, apiserver, kubeconfig) = cut_off_harness("fault-login").await;
     let env = TestEnv::get();
     // Operator -> counting proxy (each Bolt login is a new connection) -> cuttable proxy -> Neo4j.
     let neo4j = Partition::start(env.neo4j_port()).await;
@@ -294,6 +281,7 @@ async fn refused_login_while_cut_off() {
         "{attempts} logins in {window:?} while status could not be written: each failed status write led to another login"
     );
     h.assert_secret_never_exposed(wrong);
+    let _ = std::fs::remove_file(&kubeconfig);
     println!(
         "refused login while cut off: {attempts} login in {window:?}; AuthenticationFailed shown {reported:?} after the apiserver came back"
     );

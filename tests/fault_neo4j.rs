@@ -13,7 +13,7 @@ use common::{
     Harness, TestEnv, condition_reason,
     fault::Outage,
     neo4j::{admin, run, schema_on},
-    neo4j_connection_yaml, report, secret_yaml,
+    report,
 };
 use neo4rs::query;
 
@@ -47,13 +47,7 @@ fn schema_manifest(label: &str) -> String {
 async fn neo4j_killed_under_ready_connections_and_a_schema_apply_recovers_everything() {
     let mut h = Harness::start("fault-neo4j").await;
     let env = TestEnv::get();
-    h.apply(&secret_yaml(
-        "login",
-        env.var("NEO4J_USER"),
-        env.neo4j_password(),
-    ));
-    h.apply(&neo4j_connection_yaml("graph", env.neo4j_uri(), "login"));
-    h.wait("graph", "Ready", "True", None).await;
+    h.ready_neo4j("graph", "login").await;
 
     clear(PREFIX).await;
     let label = format!("{PREFIX}{}", h.ns.rsplit('-').next().unwrap());

@@ -8,8 +8,8 @@ mod common;
 use std::time::Instant;
 
 use common::{
-    Harness, condition_reason,
-    fault::{Outage, eventually},
+    Harness, condition_reason, eventually,
+    fault::Outage,
     postgres::{self, connection_yaml, create_role, sessions_of, unique_role, uri},
     report, secret_yaml,
 };

@@ -16,8 +16,8 @@ use std::{
 };
 
 use common::{
-    Harness, TestEnv, condition_reason,
-    fault::{Partition, eventually},
+    Harness, TestEnv, condition_reason, eventually,
+    fault::Partition,
     neo4j::{create_user, set_password, unique_user},
     neo4j_connection_yaml, report, secret_yaml,
 };

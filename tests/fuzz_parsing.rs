@@ -402,50 +402,39 @@ fn lex_cypher(statement: &str) -> Result<(String, Vec<String>), String> {
         decoded.push(c);
         i += 1;
     }
-    let (mut outside, mut identifiers) = (String::new(), Vec::new());
-    let mut chars = decoded.into_iter().peekable();
-    while let Some(c) = chars.next() {
-        if c != '`' {
-            outside.push(c);
-            continue;
-        }
-        let mut identifier = String::new();
-        loop {
-            match chars.next() {
-                Some('`') if chars.peek() == Some(&'`') => {
-                    chars.next();
-                    identifier.push('`');
-                }
-                Some('`') => break,
-                Some(other) => identifier.push(other),
-                None => return Err(format!("unterminated identifier in {statement:?}")),
-            }
-        }
-        outside.push('§');
-        identifiers.push(identifier);
-    }
-    Ok((outside, identifiers))
+    split_delimited(decoded.into_iter(), '`', statement)
 }
 
 /// Reads a statement as PostgreSQL's lexer reads delimited identifiers: a double quote opens
 /// one, a doubled one inside stands for one double quote and a single one closes it; no other
 /// escape exists inside (`U&"..."` needs the prefix, which the statements never have).
 fn lex_sql(statement: &str) -> Result<(String, Vec<String>), String> {
+    split_delimited(statement.chars(), '"', statement)
+}
+
+/// Splits `chars` into the text outside identifiers delimited by `quote` (each replaced by `§`)
+/// and the identifiers themselves, a doubled `quote` inside standing for one. Fails on an
+/// identifier left open; `statement` is for that message.
+fn split_delimited(
+    chars: impl Iterator<Item = char>,
+    quote: char,
+    statement: &str,
+) -> Result<(String, Vec<String>), String> {
     let (mut outside, mut identifiers) = (String::new(), Vec::new());
-    let mut chars = statement.chars().peekable();
+    let mut chars = chars.peekable();
     while let Some(c) = chars.next() {
-        if c != '"' {
+        if c != quote {
             outside.push(c);
             continue;
         }
         let mut identifier = String::new();
         loop {
             match chars.next() {
-                Some('"') if chars.peek() == Some(&'"') => {
+                Some(c) if c == quote && chars.peek() == Some(&quote) => {
                     chars.next();
-                    identifier.push('"');
+                    identifier.push(quote);
                 }
-                Some('"') => break,
+                Some(c) if c == quote => break,
                 Some(other) => identifier.push(other),
                 None => return Err(format!("unterminated identifier in {statement:?}")),
             }

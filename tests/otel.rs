@@ -77,14 +77,7 @@ async fn reconcile_spans_are_exported_over_otlp_http() {
         )
     };
     let h = Harness::start("otel").await;
-    let env = TestEnv::get();
-    h.apply(&secret_yaml(
-        "login",
-        env.var("NEO4J_USER"),
-        env.neo4j_password(),
-    ));
-    h.apply(&neo4j_connection_yaml("graph", env.neo4j_uri(), "login"));
-    h.wait("graph", "Ready", "True", None).await;
+    h.ready_neo4j("graph", "login").await;
 
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -12,7 +12,7 @@ use tokio::{
     task::{JoinHandle, JoinSet},
 };
 
-use super::{CONDITION_TIMEOUT, TestEnv};
+use super::TestEnv;
 
 /// A service taken down by the test (`testenv.sh kill|stop SERVICE`). It is started again by
 /// [`Outage::end`], or on drop when an assertion failed first, so later test binaries find the
@@ -54,19 +54,6 @@ impl Drop for Outage {
             TestEnv::get().testenv(&["start", self.service]);
         }
     }
-}
-
-/// Polls `check` every 200 ms until it holds; panics with `what` after [`CONDITION_TIMEOUT`].
-/// Returns how long it took.
-pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < CONDITION_TIMEOUT {
-        if check().await {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{what} did not happen within {CONDITION_TIMEOUT:?}");
 }
 
 /// A loopback TCP proxy that can be cut: while cut, its port refuses connections and every

@@ -368,6 +368,19 @@ pub struct Harness {
 /// How long a test waits for a condition before it fails.
 pub const CONDITION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Polls `check` every 200 ms until it holds; panics with `what` after [`CONDITION_TIMEOUT`].
+/// Returns how long it took.
+pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < CONDITION_TIMEOUT {
+        if check().await {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{what} did not happen within {CONDITION_TIMEOUT:?}");
+}
+
 impl Harness {
     pub async fn start(prefix: &str) -> Self {
         install_crd();
@@ -383,6 +396,32 @@ impl Harness {
 
     pub fn apply(&self, yaml: &str) {
         apply(&self.ns, yaml);
+    }
+
+    /// A Secret with the test environment's Neo4j login and a connection `name` using it
+    /// (see [`neo4j_connection_yaml`]), once the connection is Ready.
+    pub async fn ready_neo4j(&self, name: &str, secret: &str) -> DatabaseConnection {
+        let env = TestEnv::get();
+        self.apply(&secret_yaml(
+            secret,
+            env.var("NEO4J_USER"),
+            env.neo4j_password(),
+        ));
+        self.apply(&neo4j_connection_yaml(name, env.neo4j_uri(), secret));
+        self.wait(name, "Ready", "True", None).await
+    }
+
+    /// The resourceVersion of Secret `name` in this namespace.
+    pub async fn secret_version(&self, name: &str) -> String {
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        secrets
+            .get(name)
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+            .unwrap()
     }
 
     /// Polls until condition `type_` has `status` (and `reason`, when given); panics with the
