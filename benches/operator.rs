@@ -661,6 +661,7 @@ async fn bench_probe() {
         secret_name: "unused".into(),
         secret_resource_version: "0".into(),
         ca_pem: None,
+        ca_resource_version: None,
     };
     let pool = engine::for_engine(Engine::Neo4j)
         .open(&settings, &credentials)

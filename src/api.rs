@@ -378,16 +378,18 @@ impl Default for RetrySpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SchemaSpec {
-    /// Constraints, created with `IF NOT EXISTS`.
+    /// Constraints, created when missing. The connection claims (and may prune) only those its
+    /// own statement created.
     #[serde(default)]
     #[schemars(length(max = 64), schema_with = "named_list::<ConstraintSpec>")]
     pub constraints: Vec<ConstraintSpec>,
-    /// Indexes, created with `IF NOT EXISTS`.
+    /// Indexes, created when missing; claimed like constraints.
     #[serde(default)]
     #[schemars(length(max = 64), schema_with = "named_list::<IndexSpec>")]
     pub indexes: Vec<IndexSpec>,
     /// Drop constraints and indexes that the operator created and the manifest no longer
-    /// declares. Objects the operator did not create are never dropped.
+    /// declares. Objects the operator did not create are never dropped, nor are those another
+    /// DatabaseConnection on the same server and database still declares.
     #[serde(default)]
     pub prune: bool,
     /// PostgreSQL extensions to install with `CREATE EXTENSION IF NOT EXISTS`, e.g. `pg_trgm`.

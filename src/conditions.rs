@@ -9,6 +9,8 @@ pub const REACHABLE: &str = "Reachable";
 pub const CREDENTIALS_VALID: &str = "CredentialsValid";
 pub const TLS_VERIFIED: &str = "TLSVerified";
 pub const SCHEMA_READY: &str = "SchemaReady";
+/// Present while `spec.binding` is set: whether the binding Secret holds the verified login.
+pub const BINDING_READY: &str = "BindingReady";
 /// kstatus: present (True) only while the operator is still working toward Ready.
 pub const RECONCILING: &str = "Reconciling";
 /// kstatus: present (True) only while progress needs the user to change something.

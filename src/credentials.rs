@@ -11,7 +11,10 @@ use std::{
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use crate::api::{CaSecretRef, SecretKeysRef};
+use crate::{
+    api::{CaSecretRef, SecretKeysRef},
+    deadline,
+};
 
 /// A value read from a Secret. `Debug` and `Display` print a placeholder.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -42,6 +45,8 @@ pub struct Credentials {
     pub secret_resource_version: String,
     /// PEM CA bundle, when `spec.tls.caSecretRef` is set.
     pub ca_pem: Option<Vec<u8>>,
+    /// The CA Secret's resourceVersion, when there is one.
+    pub ca_resource_version: Option<String>,
 }
 
 impl Credentials {
@@ -54,6 +59,47 @@ impl Credentials {
         self.password.hash(&mut hasher);
         self.ca_pem.hash(&mut hasher);
         hasher.finish()
+    }
+}
+
+/// What credentials are read from: the references as the spec names them, and the versions of
+/// the Secrets they name. Credentials are reused only while these are what the spec and the
+/// Secrets say now; anything else is read again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretInputs {
+    login: [String; 4],
+    ca: Option<[String; 3]>,
+}
+
+impl SecretInputs {
+    /// From the references and the Secrets' resourceVersions.
+    pub fn new(
+        login: &SecretKeysRef,
+        login_version: &str,
+        ca: Option<(&CaSecretRef, &str)>,
+    ) -> Self {
+        Self {
+            login: [
+                login.name.clone(),
+                login.username_key.clone(),
+                login.password_key.clone(),
+                login_version.to_owned(),
+            ],
+            ca: ca.map(|(ca, version)| [ca.name.clone(), ca.key.clone(), version.to_owned()]),
+        }
+    }
+
+    /// What `credentials` were read from, through `login` and `ca`.
+    pub fn of(login: &SecretKeysRef, ca: Option<&CaSecretRef>, credentials: &Credentials) -> Self {
+        let ca_version = credentials
+            .ca_resource_version
+            .as_deref()
+            .unwrap_or_default();
+        Self::new(
+            login,
+            &credentials.secret_resource_version,
+            ca.map(|ca| (ca, ca_version)),
+        )
     }
 }
 
@@ -141,13 +187,14 @@ pub async fn load(
         &login.password_key,
         "credentials.secretRef.passwordKey",
     )?;
-    let ca_pem = match ca {
-        None => None,
+    let (ca_pem, ca_resource_version) = match ca {
+        None => (None, None),
         Some(ca) => {
             let ca_secret =
                 fetch(&secrets, namespace, &ca.name, || format!("{:?}", ca.key)).await?;
             check_type(&ca_secret, &ca.name, &CA_SECRET)?;
-            Some(bytes_value(&ca_secret, &ca.name, &ca.key, "tls.caSecretRef.key")?.to_vec())
+            let pem = bytes_value(&ca_secret, &ca.name, &ca.key, "tls.caSecretRef.key")?;
+            (Some(pem.to_vec()), ca_secret.metadata.resource_version)
         }
     };
     Ok(Credentials {
@@ -156,6 +203,7 @@ pub async fn load(
         secret_name: login.name.clone(),
         secret_resource_version: secret.metadata.resource_version.clone().unwrap_or_default(),
         ca_pem,
+        ca_resource_version,
     })
 }
 
@@ -165,7 +213,8 @@ async fn fetch(
     name: &str,
     keys: impl FnOnce() -> String,
 ) -> Result<Secret, CredentialsError> {
-    match secrets.get_opt(name).await {
+    let what = format!("reading Secret {name:?}");
+    match deadline::api(&what, secrets.get_opt(name)).await {
         Ok(Some(secret)) => Ok(secret),
         Ok(None) => Err(CredentialsError::SecretNotFound {
             name: name.to_owned(),
@@ -348,6 +397,7 @@ mod tests {
             secret_name: "db".into(),
             secret_resource_version: "1".into(),
             ca_pem: None,
+            ca_resource_version: None,
         };
         let printed = format!("{creds:?}");
         assert!(
@@ -364,6 +414,7 @@ mod tests {
             secret_name: "db".into(),
             secret_resource_version: "1".into(),
             ca_pem: None,
+            ca_resource_version: None,
         };
         let before = creds.fingerprint();
         creds.password = SecretString("two".into());

@@ -35,9 +35,11 @@ impl LatencyTracker {
     }
 
     /// The typical latency including a probe that had to open its connection first: that one
-    /// is not representative, so it counts only while nothing else is known.
+    /// is not representative, so it counts only while nothing else is known, not even the
+    /// figure status shows (after a restart every probe is cold, and 50 connections opened at
+    /// once are slow ones: rewriting their status for that would be noise).
     pub fn observe_cold(&mut self, latency: Duration) -> Duration {
-        self.median().unwrap_or(latency)
+        self.median().or(self.recorded).unwrap_or(latency)
     }
 
     /// Adds a probe's latency; returns the median of the recent ones.
@@ -126,6 +128,14 @@ mod tests {
         );
         tracker.observe(MS(2));
         assert_eq!(tracker.observe_cold(MS(300)), MS(2));
+    }
+
+    #[test]
+    fn a_cold_probe_after_a_restart_keeps_the_figure_status_shows() {
+        let mut tracker = LatencyTracker::restored(Some("3ms"));
+        let typical = tracker.observe_cold(MS(240));
+        assert_eq!(typical, MS(3));
+        assert!(!tracker.worth_recording(typical));
     }
 
     #[test]

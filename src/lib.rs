@@ -5,6 +5,7 @@ pub mod binding;
 pub mod conditions;
 pub mod controller;
 pub mod credentials;
+pub mod deadline;
 pub mod duration;
 pub mod engine;
 pub mod http;
@@ -20,6 +21,9 @@ pub mod status;
 pub mod status_write;
 pub mod telemetry;
 pub mod validate;
+
+/// The operator's name as a field manager, Event reporter and binding `provider`.
+pub const FIELD_MANAGER: &str = "dbconn-operator";
 
 #[cfg(test)]
 mod fixtures;

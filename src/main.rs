@@ -3,7 +3,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::Parser;
 use dbconn_operator::{
-    controller::{self, Context, Scope},
+    controller::{self, Scope},
     http::{self, Readiness},
     leader::{LeaderElector, LeaseConfig},
     metrics::Metrics,
@@ -115,11 +115,20 @@ async fn run_operator(args: Args) -> anyhow::Result<()> {
             error!(%error, "the HTTP server stopped; /metrics and probes are unavailable");
         }
     });
-    let ctx = Arc::new(Context::new(client.clone(), metrics, readiness.clone()));
     let shutdown = shutdown_signal().shared();
+    let controller = |stop| {
+        controller::run(
+            client.clone(),
+            metrics.clone(),
+            readiness.clone(),
+            scope.clone(),
+            args.concurrency,
+            stop,
+        )
+    };
 
     if !args.leader_election {
-        controller::run(ctx, scope, args.concurrency, shutdown).await;
+        controller(shutdown.clone()).await;
         info!("stopped; pools closed");
         telemetry.shutdown();
         return Ok(());
@@ -148,15 +157,15 @@ async fn run_operator(args: Args) -> anyhow::Result<()> {
     let (mut lost, renewer) = elector.keep_renewing();
     let leadership_lost = async move {
         let _ = lost.wait_for(|lost| *lost).await;
-    }
-    .shared();
-    let stop =
-        futures::future::select(Box::pin(shutdown), Box::pin(leadership_lost.clone())).map(|_| ());
-    controller::run(ctx, scope, args.concurrency, stop).await;
-    if leadership_lost.peek().is_some() {
-        // Exit so the Deployment restarts this replica as a standby, with fresh state.
-        error!("leadership lost; exiting");
-        std::process::exit(1);
+    };
+    tokio::select! {
+        () = controller(shutdown.clone()) => {}
+        () = leadership_lost => {
+            // At once, not after in-flight reconciles finish: another replica may lead soon.
+            // The Deployment restarts this one as a standby, with fresh state.
+            error!("leadership lost; exiting");
+            std::process::exit(1);
+        }
     }
     renewer.abort();
     LeaderElector::release(client, &lease).await;

@@ -65,13 +65,14 @@ pub struct Metrics {
 }
 
 /// Every reason a probe can fail with, so a deleted connection's series can all be removed.
-pub const FAILURE_REASONS: [&str; 8] = [
+pub const FAILURE_REASONS: [&str; 9] = [
     "Unreachable",
     "Timeout",
     "AuthenticationFailed",
     "DatabaseNotFound",
     "TLSError",
     "TransientError",
+    "PermissionDenied",
     "ProbeFailed",
     "InvalidSpec",
 ];
@@ -340,6 +341,10 @@ mod tests {
             },
             EngineError::Tls(String::new()),
             EngineError::Transient(String::new()),
+            EngineError::PermissionDenied {
+                user: String::new(),
+                detail: String::new(),
+            },
             EngineError::QueryFailed(String::new()),
             EngineError::Configuration(String::new()),
         ];

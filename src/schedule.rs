@@ -16,6 +16,15 @@ pub const AUTH_RETRY: Duration = Duration::from_secs(300);
 /// Retry cadence while the Secret is missing or malformed; the Secret watch reacts sooner.
 pub const WAIT_FOR_USER: Duration = Duration::from_secs(300);
 
+/// Retry after a reconcile that failed on the Kubernetes API (a status write), plus up to as
+/// much again of jitter.
+pub const AFTER_API_ERROR: Duration = Duration::from_secs(5);
+
+/// A random part of `max`, so retries of many objects spread out.
+pub fn jitter(max: Duration) -> Duration {
+    max.mul_f64(rand::random::<f64>())
+}
+
 /// Delay before the next probe after a healthy one: the interval minus up to 10 %.
 pub fn after_success(settings: &ConnectionSettings, random: f64) -> Duration {
     settings

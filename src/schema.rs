@@ -97,7 +97,9 @@ impl Kind {
 }
 
 impl Declared {
-    /// The idempotent statement that creates this item.
+    /// The statement that creates this item. Deliberately without `IF NOT EXISTS`: when it
+    /// fails because the item already exists, someone else created it (another connection on
+    /// the same database, or a person), and the operator must not claim it.
     pub fn create_statement(&self) -> String {
         let name = quote(&self.name);
         let pattern = self.target.pattern();
@@ -117,12 +119,10 @@ impl Declared {
                     }
                     (ConstraintType::NotNull, _) => format!("{list} IS NOT NULL"),
                 };
-                format!(
-                    "CREATE CONSTRAINT {name} IF NOT EXISTS FOR {pattern} REQUIRE {requirement}"
-                )
+                format!("CREATE CONSTRAINT {name} FOR {pattern} REQUIRE {requirement}")
             }
             Kind::Index(IndexType::Fulltext) => {
-                format!("CREATE FULLTEXT INDEX {name} IF NOT EXISTS FOR {pattern} ON EACH [{list}]")
+                format!("CREATE FULLTEXT INDEX {name} FOR {pattern} ON EACH [{list}]")
             }
             Kind::Index(t) => {
                 let keyword = match t {
@@ -131,7 +131,7 @@ impl Declared {
                     IndexType::Point => "POINT",
                     IndexType::Fulltext => unreachable!("handled above"),
                 };
-                format!("CREATE {keyword} INDEX {name} IF NOT EXISTS FOR {pattern} ON ({list})")
+                format!("CREATE {keyword} INDEX {name} FOR {pattern} ON ({list})")
             }
         }
     }
@@ -282,6 +282,9 @@ pub struct Plan {
     pub drop: Vec<Existing>,
     /// Owned items no longer declared, kept because `prune` is off.
     pub extra: Vec<String>,
+    /// Owned items no longer declared here but declared by another DatabaseConnection on the
+    /// same database: kept, whatever `prune` says, so their guarantee never lapses.
+    pub shared: Vec<String>,
     /// Same name, different definition: reported, never changed behind the user's back.
     pub differing: Vec<(String, String)>,
     /// Declared items that need Enterprise on a Community server.
@@ -296,6 +299,7 @@ pub fn plan(
     declared: &[Declared],
     existing: &[Existing],
     owned: &BTreeSet<String>,
+    declared_elsewhere: &BTreeSet<String>,
     prune: bool,
     community: bool,
 ) -> Plan {
@@ -327,6 +331,7 @@ pub fn plan(
         .filter(|n| !declared.iter().any(|d| &d.name == *n))
     {
         match existing.iter().find(|e| &e.name == name) {
+            Some(_) if declared_elsewhere.contains(name) => plan.shared.push(name.clone()),
             Some(found) if prune => plan.drop.push(found.clone()),
             Some(_) => plan.extra.push(name.clone()),
             None => {}
@@ -447,13 +452,13 @@ mod tests {
         assert_eq!(
             statements,
             [
-                "CREATE CONSTRAINT `poi_id` IF NOT EXISTS FOR (e:`POI`) REQUIRE (e.`id`) IS UNIQUE",
-                "CREATE CONSTRAINT `poi_key` IF NOT EXISTS FOR (e:`POI`) REQUIRE (e.`a`, e.`b`) IS NODE KEY",
-                "CREATE CONSTRAINT `poi_name` IF NOT EXISTS FOR (e:`POI`) REQUIRE e.`name` IS NOT NULL",
-                "CREATE RANGE INDEX `poi_city` IF NOT EXISTS FOR (e:`POI`) ON (e.`city`, e.`zip`)",
-                "CREATE TEXT INDEX `poi_text` IF NOT EXISTS FOR (e:`POI`) ON (e.`name`)",
-                "CREATE POINT INDEX `poi_loc` IF NOT EXISTS FOR (e:`POI`) ON (e.`location`)",
-                "CREATE FULLTEXT INDEX `poi_search` IF NOT EXISTS FOR (e:`POI`) ON EACH [e.`name`, e.`description`]",
+                "CREATE CONSTRAINT `poi_id` FOR (e:`POI`) REQUIRE (e.`id`) IS UNIQUE",
+                "CREATE CONSTRAINT `poi_key` FOR (e:`POI`) REQUIRE (e.`a`, e.`b`) IS NODE KEY",
+                "CREATE CONSTRAINT `poi_name` FOR (e:`POI`) REQUIRE e.`name` IS NOT NULL",
+                "CREATE RANGE INDEX `poi_city` FOR (e:`POI`) ON (e.`city`, e.`zip`)",
+                "CREATE TEXT INDEX `poi_text` FOR (e:`POI`) ON (e.`name`)",
+                "CREATE POINT INDEX `poi_loc` FOR (e:`POI`) ON (e.`location`)",
+                "CREATE FULLTEXT INDEX `poi_search` FOR (e:`POI`) ON EACH [e.`name`, e.`description`]",
             ]
         );
     }
@@ -466,7 +471,7 @@ mod tests {
         let items = declared(&spec(vec![c], vec![])).unwrap();
         assert_eq!(
             items[0].create_statement(),
-            "CREATE CONSTRAINT `r_id` IF NOT EXISTS FOR ()-[e:`KNOWS`]-() REQUIRE (e.`id`) IS UNIQUE"
+            "CREATE CONSTRAINT `r_id` FOR ()-[e:`KNOWS`]-() REQUIRE (e.`id`) IS UNIQUE"
         );
     }
 
@@ -576,7 +581,14 @@ mod tests {
         ))
         .unwrap();
         let server = [existing("poi_city", false, "RANGE", "POI", &["town"])];
-        let plan = plan(&items, &server, &BTreeSet::new(), false, true);
+        let plan = plan(
+            &items,
+            &server,
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+            false,
+            true,
+        );
         assert_eq!(
             plan.create
                 .iter()
@@ -599,10 +611,10 @@ mod tests {
             existing("by_hand", false, "RANGE", "POI", &["y"]),
         ];
         let owned: BTreeSet<String> = ["old_owned".to_string()].into();
-        let kept = plan(&[], &server, &owned, false, true);
+        let kept = plan(&[], &server, &owned, &BTreeSet::new(), false, true);
         assert_eq!(kept.extra, ["old_owned"]);
         assert!(kept.drop.is_empty());
-        let pruned = plan(&[], &server, &owned, true, true);
+        let pruned = plan(&[], &server, &owned, &BTreeSet::new(), true, true);
         assert_eq!(
             pruned
                 .drop
@@ -618,16 +630,37 @@ mod tests {
     }
 
     #[test]
+    fn prune_keeps_what_another_connection_still_declares() {
+        let server = [existing("shared_id", true, "UNIQUENESS", "POI", &["id"])];
+        let owned: BTreeSet<String> = ["shared_id".to_string()].into();
+        let elsewhere: BTreeSet<String> = ["shared_id".to_string()].into();
+        let plan = plan(&[], &server, &owned, &elsewhere, true, true);
+        assert!(
+            plan.drop.is_empty(),
+            "never dropped while declared elsewhere"
+        );
+        assert!(plan.extra.is_empty(), "and not drift: it is declared");
+        assert_eq!(plan.shared, ["shared_id"]);
+    }
+
+    #[test]
     fn enterprise_only_constraints_are_not_attempted_on_community() {
         let items = declared(&spec(
             vec![constraint("k", "POI", &["id"], ConstraintType::NodeKey)],
             vec![],
         ))
         .unwrap();
-        let community = plan(&items, &[], &BTreeSet::new(), false, true);
+        let community = plan(&items, &[], &BTreeSet::new(), &BTreeSet::new(), false, true);
         assert_eq!(community.enterprise_only, ["k"]);
         assert!(community.create.is_empty());
-        let enterprise = plan(&items, &[], &BTreeSet::new(), false, false);
+        let enterprise = plan(
+            &items,
+            &[],
+            &BTreeSet::new(),
+            &BTreeSet::new(),
+            false,
+            false,
+        );
         assert_eq!(enterprise.create.len(), 1);
     }
 
@@ -642,7 +675,15 @@ mod tests {
         server.state = "POPULATING".into();
         server.population_percent = 42.5;
         assert_eq!(
-            plan(&items, &[server], &BTreeSet::new(), false, true).populating,
+            plan(
+                &items,
+                &[server],
+                &BTreeSet::new(),
+                &BTreeSet::new(),
+                false,
+                true
+            )
+            .populating,
             [("i".to_string(), 42.5)]
         );
     }

@@ -20,6 +20,8 @@ pub struct SchemaReport {
     pub changes: Vec<String>,
     /// Owned items that had gone missing on the server and were created again.
     pub repaired: Vec<String>,
+    /// Owned items dropped because they are no longer declared and `prune` is on.
+    pub pruned: Vec<String>,
     /// Something is still in progress (an index populating): check again soon.
     pub check_soon: bool,
 }
@@ -32,16 +34,20 @@ impl SchemaReport {
             condition,
             changes: Vec::new(),
             repaired: Vec::new(),
+            pruned: Vec::new(),
             check_soon: false,
         }
     }
 }
 
+/// One pass. `declared_elsewhere` names the items other DatabaseConnections on the same
+/// server and database declare: `prune` leaves those alone.
 pub async fn reconcile(
     ops: &dyn SchemaOps,
     spec: &SchemaSpec,
     previous: Option<&SchemaStatus>,
     server: &ServerInfo,
+    declared_elsewhere: &BTreeSet<String>,
 ) -> SchemaReport {
     let mut owned: BTreeSet<String> = previous
         .map(|p| p.managed.iter().cloned().collect())
@@ -61,11 +67,19 @@ pub async fn reconcile(
         Ok(existing) => existing,
         Err(error) => return check_failed(owned, &error),
     };
-    let first = schema::plan(&declared, &existing, &owned, spec.prune, community);
+    let first = schema::plan(
+        &declared,
+        &existing,
+        &owned,
+        declared_elsewhere,
+        spec.prune,
+        community,
+    );
 
     let mut problems = Vec::new();
     let mut changes = Vec::new();
     let mut repaired = Vec::new();
+    let mut pruned = Vec::new();
     for remnant in &first.remnants {
         match ops.execute(schema::drop_statement(remnant)).await {
             Ok(()) => changes.push(format!(
@@ -85,6 +99,10 @@ pub async fn reconcile(
                 owned.insert(item.name.clone());
                 changes.push(format!("created {} {:?}", item.kind.noun(), item.name));
             }
+            Err(error) if error.to_string().contains("AlreadyExists") => {
+                // Created by someone else since the server was read: in place, not ours.
+                owned.remove(&item.name);
+            }
             Err(error) if !error.server_answered() => {
                 // The connection went down with the statement in flight: it may have taken
                 // effect, or partly (see `schema::Plan::remnants`). The item is the operator's
@@ -98,6 +116,7 @@ pub async fn reconcile(
                 return SchemaReport {
                     changes,
                     repaired,
+                    pruned,
                     ..failed(owned, "SchemaApplyFailed", message)
                 };
             }
@@ -108,6 +127,7 @@ pub async fn reconcile(
         match ops.execute(schema::drop_statement(item)).await {
             Ok(()) => {
                 owned.remove(&item.name);
+                pruned.push(item.name.clone());
                 changes.push(format!(
                     "dropped {:?} (no longer declared, spec.schema.prune is on)",
                     item.name
@@ -121,7 +141,14 @@ pub async fn reconcile(
         first
     } else {
         match ops.existing().await {
-            Ok(existing) => schema::plan(&declared, &existing, &owned, spec.prune, community),
+            Ok(existing) => schema::plan(
+                &declared,
+                &existing,
+                &owned,
+                declared_elsewhere,
+                spec.prune,
+                community,
+            ),
             Err(error) => return check_failed(owned, &error),
         }
     };
@@ -145,6 +172,7 @@ pub async fn reconcile(
         condition,
         changes,
         repaired,
+        pruned,
         check_soon,
     }
 }
@@ -237,6 +265,7 @@ pub async fn reconcile_extensions(
         condition,
         changes,
         repaired: Vec::new(),
+        pruned: Vec::new(),
         check_soon: false,
     }
 }
@@ -359,6 +388,7 @@ fn failed(owned: BTreeSet<String>, reason: &'static str, message: String) -> Sch
         condition: Desired::new(SCHEMA_READY, Status::False, reason, message),
         changes: Vec::new(),
         repaired: Vec::new(),
+        pruned: Vec::new(),
         check_soon: false,
     }
 }
@@ -395,6 +425,8 @@ mod tests {
         statements: Mutex<Vec<String>>,
         violated: Vec<&'static str>,
         crash: Mutex<Vec<&'static str>>,
+        /// Created by someone else between the operator's read and its CREATE.
+        raced: Vec<&'static str>,
     }
 
     fn range_index(name: &str) -> Existing {
@@ -434,6 +466,11 @@ mod tests {
             } else if statement.starts_with("DROP") {
                 self.items.lock().unwrap().retain(|i| i.name != name);
                 Ok(())
+            } else if self.raced.contains(&name.as_str()) {
+                self.items.lock().unwrap().push(range_index(&name));
+                Err(EngineError::QueryFailed(format!(
+                    "Neo.ClientError.Schema.IndexWithNameAlreadyExists: There already exists an index called '{name}'."
+                )))
             } else {
                 let is_constraint = statement.starts_with("CREATE CONSTRAINT");
                 self.items.lock().unwrap().push(Existing {
@@ -536,7 +573,14 @@ mod tests {
     #[tokio::test]
     async fn creates_missing_items_once_and_owns_them() {
         let server = FakeServer::default();
-        let report = reconcile(&server, &spec(&["c1"], &["i1"], false), None, &community()).await;
+        let report = reconcile(
+            &server,
+            &spec(&["c1"], &["i1"], false),
+            None,
+            &community(),
+            &BTreeSet::new(),
+        )
+        .await;
         assert_eq!(report.condition.status, Status::True);
         assert_eq!(report.status.managed, ["c1", "i1"]);
         assert_eq!(report.changes.len(), 2);
@@ -545,6 +589,7 @@ mod tests {
             &spec(&["c1"], &["i1"], false),
             Some(&report.status),
             &community(),
+            &BTreeSet::new(),
         )
         .await;
         assert!(again.changes.is_empty(), "a second pass changes nothing");
@@ -552,15 +597,81 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_item_someone_else_created_first_is_in_place_but_not_claimed() {
+        let server = FakeServer {
+            raced: vec!["i1"],
+            ..Default::default()
+        };
+        let spec = spec(&["c1"], &["i1"], true);
+        let report = reconcile(&server, &spec, None, &community(), &BTreeSet::new()).await;
+        assert_eq!(
+            report.status.managed,
+            ["c1"],
+            "only what its own statement created"
+        );
+        assert_eq!(
+            report.condition.status,
+            Status::True,
+            "{:?}",
+            report.condition
+        );
+    }
+
+    #[tokio::test]
+    async fn prune_leaves_what_another_connection_declares() {
+        let server = FakeServer::default();
+        let first = reconcile(
+            &server,
+            &spec(&["c1"], &[], true),
+            None,
+            &community(),
+            &BTreeSet::new(),
+        )
+        .await;
+        let elsewhere: BTreeSet<String> = ["c1".to_string()].into();
+        let after = reconcile(
+            &server,
+            &spec(&[], &[], true),
+            Some(&first.status),
+            &community(),
+            &elsewhere,
+        )
+        .await;
+        assert!(after.pruned.is_empty());
+        assert_eq!(
+            after.status.managed,
+            ["c1"],
+            "still ours, to drop once nobody declares it"
+        );
+        let last = reconcile(
+            &server,
+            &spec(&[], &[], true),
+            Some(&after.status),
+            &community(),
+            &BTreeSet::new(),
+        )
+        .await;
+        assert_eq!(last.pruned, ["c1"]);
+    }
+
+    #[tokio::test]
     async fn an_owned_item_dropped_by_hand_is_recreated_and_reported_as_repaired() {
         let server = FakeServer::default();
-        let first = reconcile(&server, &spec(&["c1"], &[], false), None, &community()).await;
+        let first = reconcile(
+            &server,
+            &spec(&["c1"], &[], false),
+            None,
+            &community(),
+            &BTreeSet::new(),
+        )
+        .await;
         server.items.lock().unwrap().clear();
         let second = reconcile(
             &server,
             &spec(&["c1"], &[], false),
             Some(&first.status),
             &community(),
+            &BTreeSet::new(),
         )
         .await;
         assert_eq!(second.repaired, ["constraint \"c1\""]);
@@ -570,12 +681,20 @@ mod tests {
     #[tokio::test]
     async fn removed_items_are_kept_as_extra_without_prune_and_dropped_with_it() {
         let server = FakeServer::default();
-        let first = reconcile(&server, &spec(&["c1"], &["i1"], false), None, &community()).await;
+        let first = reconcile(
+            &server,
+            &spec(&["c1"], &["i1"], false),
+            None,
+            &community(),
+            &BTreeSet::new(),
+        )
+        .await;
         let kept = reconcile(
             &server,
             &spec(&["c1"], &[], false),
             Some(&first.status),
             &community(),
+            &BTreeSet::new(),
         )
         .await;
         assert_eq!(kept.condition.reason, "SchemaDrift");
@@ -585,6 +704,7 @@ mod tests {
             &spec(&["c1"], &[], true),
             Some(&kept.status),
             &community(),
+            &BTreeSet::new(),
         )
         .await;
         assert_eq!(pruned.condition.status, Status::True);
@@ -606,7 +726,7 @@ mod tests {
             ..Default::default()
         };
         let declared = spec(&["c1", "c2"], &[], false);
-        let crashed = reconcile(&server, &declared, None, &community()).await;
+        let crashed = reconcile(&server, &declared, None, &community(), &BTreeSet::new()).await;
         assert_eq!(crashed.condition.reason, "SchemaApplyFailed");
         assert_eq!(crashed.status.managed, ["c1"], "outcome unknown: owned");
         assert_eq!(
@@ -615,7 +735,14 @@ mod tests {
             "nothing more sent"
         );
 
-        let back = reconcile(&server, &declared, Some(&crashed.status), &community()).await;
+        let back = reconcile(
+            &server,
+            &declared,
+            Some(&crashed.status),
+            &community(),
+            &BTreeSet::new(),
+        )
+        .await;
         assert_eq!(back.condition.status, Status::True, "{:?}", back.condition);
         assert_eq!(back.status.managed, ["c1", "c2"]);
         assert!(back.repaired.is_empty());
@@ -628,7 +755,14 @@ mod tests {
     async fn an_index_made_by_hand_under_a_declared_constraint_name_is_never_dropped() {
         let server = FakeServer::default();
         server.items.lock().unwrap().push(range_index("c1"));
-        let report = reconcile(&server, &spec(&["c1"], &[], false), None, &community()).await;
+        let report = reconcile(
+            &server,
+            &spec(&["c1"], &[], false),
+            None,
+            &community(),
+            &BTreeSet::new(),
+        )
+        .await;
         assert_eq!(report.condition.reason, "SchemaDrift");
         assert_eq!(report.status.problems[0].reason, "Differs");
         assert!(server.statements.lock().unwrap().is_empty());
@@ -645,6 +779,7 @@ mod tests {
             &spec(&["c_bad", "c_ok"], &["i1"], false),
             None,
             &community(),
+            &BTreeSet::new(),
         )
         .await;
         assert_eq!(report.condition.reason, "ConstraintViolatedByData");

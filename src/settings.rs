@@ -7,7 +7,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::{
-    api::{CaSecretRef, DatabaseConnectionSpec, Engine},
+    api::{CaSecretRef, DatabaseConnection, DatabaseConnectionSpec, Engine},
     duration,
 };
 
@@ -141,6 +141,10 @@ pub enum SpecError {
         /// ` ("NAME")`, or empty where the connection's namespace is not known (offline checks).
         own: String,
     },
+    #[error(
+        "the binding Secret would be named {name:?}, which is the {role} Secret; set spec.binding.secretName to another name"
+    )]
+    BindingNameTaken { name: String, role: &'static str },
 }
 
 impl SpecError {
@@ -151,6 +155,7 @@ impl SpecError {
             | SpecError::ZeroDuration { field }
             | SpecError::ZeroCount { field }
             | SpecError::SecretRefCrossNamespace { field, .. } => field,
+            SpecError::BindingNameTaken { .. } => "spec.binding.secretName",
             SpecError::RetryBoundsInverted => "spec.retry",
             SpecError::TlsConflict
             | SpecError::TlsWithoutTlsScheme(_)
@@ -236,6 +241,39 @@ impl ConnectionSettings {
             retry,
         })
     }
+}
+
+/// Everything the operator checks in code before it reads a Secret: references stay in the
+/// connection's namespace, the binding Secret is none of the Secrets it reads, and the spec
+/// parses into settings. `validate` runs the same checks offline.
+pub fn check(
+    obj: &DatabaseConnection,
+    namespace: Option<&str>,
+) -> Result<ConnectionSettings, SpecError> {
+    check_secret_namespaces(&obj.spec, namespace)?;
+    check_binding_name(obj)?;
+    ConnectionSettings::from_spec(&obj.spec)
+}
+
+/// The binding Secret, named explicitly or by default, must not be a Secret the connection
+/// reads: writing it would overwrite the login or the CA (the CRD refuses the explicit case).
+fn check_binding_name(obj: &DatabaseConnection) -> Result<(), SpecError> {
+    let Some(name) = crate::binding::secret_name(obj) else {
+        return Ok(());
+    };
+    let ca = obj
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.ca_secret_ref.as_ref());
+    let role = if name == obj.spec.credentials.secret_ref.name {
+        "credentials"
+    } else if ca.is_some_and(|ca| ca.name == name) {
+        "CA"
+    } else {
+        return Ok(());
+    };
+    Err(SpecError::BindingNameTaken { name, role })
 }
 
 /// Refuses a Secret reference into another namespace: a user who may create DatabaseConnections

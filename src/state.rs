@@ -1,18 +1,22 @@
-//! What the operator remembers per connection between reconciles: the pool, the server it
-//! found, when to probe next. Everything here can be rebuilt from the apiserver after a restart.
+//! What the operator remembers per connection between reconciles: the pool, the credentials
+//! last read, when to probe next. All of it is an optimisation: each entry belongs to one object
+//! (its uid) and each cached value remembers the exact inputs it was built from, so a reconcile
+//! reuses it only while those inputs are what the object and its Secrets say now. Everything
+//! here can be rebuilt from the apiserver after a restart.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
 use kube::runtime::reflector::ObjectRef;
 
 use crate::{
-    api::{DatabaseConnection, ServerInfo},
-    credentials::Credentials,
+    api::{DatabaseConnection, SchemaStatus, ServerInfo},
+    conditions::Desired,
+    credentials::{Credentials, SecretInputs},
     engine::{EngineError, Pool},
     latency::LatencyTracker,
     metrics::ConnectionLabels,
@@ -40,12 +44,33 @@ impl PoolEntry {
     }
 }
 
-/// Per-connection memory.
+/// Credentials as read, with the references and Secret versions they were read from.
+#[derive(Clone, Debug)]
+pub struct ReadCredentials {
+    pub credentials: Credentials,
+    pub inputs: SecretInputs,
+}
+
+/// The binding Secret as last written or checked: its name, what it holds (a hash), and the
+/// resourceVersion it had then. Any difference from what is wanted or stored now means a look.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindingWritten {
+    pub name: String,
+    pub content: u64,
+    pub resource_version: String,
+}
+
+/// Per-connection memory, for one object (one uid).
 #[derive(Default)]
 pub struct ConnectionState {
+    /// The object this memory belongs to; another uid under the same name starts afresh.
+    pub uid: String,
     pub pool: Option<PoolEntry>,
-    /// The credentials last read, reused until the Secret watch says the Secret changed.
-    pub credentials: Option<Credentials>,
+    pub credentials: Option<ReadCredentials>,
+    /// The login (`Credentials::fingerprint`) the server last accepted.
+    pub verified: Option<u64>,
+    /// False once the server refuses that login, until it accepts one again.
+    pub accepted: bool,
     /// Hash of the inputs the last probe ran with (uid, generation, credentials).
     pub probed_inputs: Option<u64>,
     pub next_probe: Option<Instant>,
@@ -54,8 +79,10 @@ pub struct ConnectionState {
     pub latency: LatencyTracker,
     /// The metric labels this connection's series were written under.
     pub labels: Option<ConnectionLabels>,
-    /// Hash of what the binding Secret was last written from.
-    pub binding_written: Option<u64>,
+    pub binding: Option<BindingWritten>,
+    /// The last schema pass's result: status keeps it (claims included) until the next pass,
+    /// even if another writer replaced status meanwhile.
+    pub schema: Option<(SchemaStatus, Desired)>,
     /// A failed probe whose status write failed, to report again before the next probe is due.
     pub unreported_failure: Option<EngineError>,
 }
@@ -89,8 +116,6 @@ pub fn pool_fingerprint(settings: &ConnectionSettings, credentials: &Credentials
 #[derive(Default)]
 pub struct Registry {
     states: Mutex<HashMap<Key, ConnectionState>>,
-    /// Connections whose Secret changed since their last reconcile.
-    secret_changed: Mutex<HashSet<Key>>,
 }
 
 impl Registry {
@@ -102,30 +127,41 @@ impl Registry {
         self.states().insert(key, state);
     }
 
-    /// Forgets a deleted connection and returns what it had; dropping that closes its pool.
-    pub fn forget(&self, key: &Key) -> Option<ConnectionState> {
-        self.changed_secrets().remove(key);
-        self.states().remove(key)
+    /// Removes the memory of `key` if it belongs to `uid` (any uid when `None`) and returns it;
+    /// dropping it closes the pool.
+    pub fn forget(&self, key: &Key, uid: Option<&str>) -> Option<ConnectionState> {
+        let mut states = self.states();
+        let matches = states
+            .get(key)
+            .is_some_and(|state| uid.is_none_or(|uid| state.uid == uid));
+        if matches { states.remove(key) } else { None }
+    }
+
+    /// Removes every entry `keep` refuses (given key and uid), and returns them.
+    pub fn sweep(&self, keep: impl Fn(&Key, &str) -> bool) -> Vec<ConnectionState> {
+        let mut states = self.states();
+        let gone: Vec<Key> = states
+            .iter()
+            .filter(|(key, state)| !keep(key, &state.uid))
+            .map(|(key, _)| key.clone())
+            .collect();
+        gone.iter().filter_map(|key| states.remove(key)).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.states().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub fn open_pools(&self) -> usize {
         self.states().values().filter(|s| s.pool.is_some()).count()
     }
 
-    pub fn mark_secret_changed(&self, key: Key) {
-        self.changed_secrets().insert(key);
-    }
-
-    pub fn take_secret_changed(&self, key: &Key) -> bool {
-        self.changed_secrets().remove(key)
-    }
-
-    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<Key, ConnectionState>> {
+    fn states(&self) -> MutexGuard<'_, HashMap<Key, ConnectionState>> {
         self.states.lock().expect("registry lock poisoned")
-    }
-
-    fn changed_secrets(&self) -> std::sync::MutexGuard<'_, HashSet<Key>> {
-        self.secret_changed.lock().expect("registry lock poisoned")
     }
 }
 
@@ -151,5 +187,39 @@ mod tests {
             None
         );
         assert_eq!(ConnectionState::default().wait_before_probe(7, now), None);
+    }
+
+    fn state(uid: &str) -> ConnectionState {
+        ConnectionState {
+            uid: uid.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn forgetting_needs_the_same_uid() {
+        let registry = Registry::default();
+        let key = Key::new("graph").within("apps");
+        registry.put(key.clone(), state("new"));
+        assert!(
+            registry.forget(&key, Some("old")).is_none(),
+            "another object's memory stays"
+        );
+        assert_eq!(registry.forget(&key, Some("new")).unwrap().uid, "new");
+        assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn a_sweep_removes_what_is_no_longer_there() {
+        let registry = Registry::default();
+        registry.put(Key::new("kept").within("apps"), state("1"));
+        registry.put(Key::new("deleted").within("apps"), state("2"));
+        registry.put(Key::new("recreated").within("apps"), state("3"));
+        let gone = registry
+            .sweep(|key, uid| key.name == "kept" || (key.name == "recreated" && uid == "4"));
+        let mut uids: Vec<_> = gone.iter().map(|s| s.uid.as_str()).collect();
+        uids.sort();
+        assert_eq!(uids, ["2", "3"]);
+        assert_eq!(registry.len(), 1);
     }
 }

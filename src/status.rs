@@ -24,6 +24,8 @@ use crate::{
 /// What one reconcile found.
 #[derive(Debug)]
 pub enum Outcome<'a> {
+    /// No probe ran (none was due): the connection's conditions stay as they are.
+    Unchanged,
     Suspended,
     InvalidSpec(&'a SpecError),
     Credentials(&'a CredentialsError),
@@ -49,8 +51,17 @@ pub struct Facts {
     pub latency: Option<Duration>,
     /// The schema pass's result, when one ran.
     pub schema: Option<(SchemaStatus, Desired)>,
-    /// The binding Secret: `Some(None)` once removed, `None` to leave status as it is.
-    pub binding: Option<Option<BindingStatus>>,
+    /// The binding step's result, `None` to leave status as it is.
+    pub binding: Option<BindingFacts>,
+}
+
+/// The binding Secret as status reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BindingFacts {
+    /// The Secret written, `None` when there is none (removed, or not ours to write).
+    pub status: Option<BindingStatus>,
+    /// `BindingReady` set, or removed once `spec.binding` is gone.
+    pub condition: Change,
 }
 
 pub fn desired(
@@ -70,7 +81,8 @@ pub fn desired(
         next.schema = Some(schema.clone());
     }
     if let Some(binding) = &facts.binding {
-        next.binding = binding.clone();
+        next.binding = binding.status.clone();
+        changes.push(binding.condition.clone());
     }
     next.conditions = conditions::merge(&previous.conditions, &changes, generation, now);
     next.observed_generation = generation;
@@ -113,6 +125,7 @@ fn outcome_changes(previous: &DatabaseConnectionStatus, outcome: &Outcome<'_>) -
         Change::Set(Desired::new(type_, status, reason, message))
     };
     match outcome {
+        Outcome::Unchanged => Vec::new(),
         Outcome::Suspended => vec![
             set(READY, False, "Suspended", "Health checks are suspended by spec.suspend and the pool is closed; set spec.suspend to false to resume.".into()),
             Change::Remove(RECONCILING),

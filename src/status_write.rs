@@ -15,8 +15,8 @@ use serde_json::json;
 use tracing::debug;
 
 use crate::{
+    FIELD_MANAGER,
     api::{DatabaseConnection, DatabaseConnectionStatus},
-    controller::FIELD_MANAGER,
 };
 
 /// Attempts at one status write that keeps meeting resourceVersion conflicts; after the last,

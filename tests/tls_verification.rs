@@ -148,6 +148,7 @@ async fn probe(settings: &ConnectionSettings, ca: Option<&str>) -> EngineError {
         secret_name: "login".into(),
         secret_resource_version: "1".into(),
         ca_pem: ca.map(|pem| pem.as_bytes().to_vec()),
+        ca_resource_version: ca.map(|_| "1".into()),
     };
     let pool = engine::for_engine(settings.engine)
         .open(settings, &credentials)

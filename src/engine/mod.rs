@@ -67,6 +67,25 @@ pub trait SchemaOps: Send + Sync {
     fn execute(&self, statement: String) -> BoxFuture<'_, Result<(), EngineError>>;
 }
 
+/// The longest one schema statement (or schema read) may take: creating a constraint scans the
+/// data it covers, so this is longer than a probe's timeout, but it is bounded.
+pub const SCHEMA_STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs one schema statement within `SCHEMA_STATEMENT_TIMEOUT`.
+pub async fn schema_statement<T>(
+    endpoint: &str,
+    statement: impl std::future::Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    tokio::time::timeout(SCHEMA_STATEMENT_TIMEOUT, statement)
+        .await
+        .unwrap_or_else(|_elapsed| {
+            Err(EngineError::Timeout {
+                endpoint: endpoint.to_owned(),
+                timeout: SCHEMA_STATEMENT_TIMEOUT,
+            })
+        })
+}
+
 pub fn for_engine(engine: Engine) -> &'static dyn Connector {
     match engine {
         Engine::Neo4j => &neo4j::Neo4jConnector,
@@ -90,6 +109,8 @@ pub enum EngineError {
     Tls(String),
     #[error("the server is temporarily unavailable: {0}")]
     Transient(String),
+    #[error("the server refused the operation for user {user:?}: {detail}")]
+    PermissionDenied { user: String, detail: String },
     #[error("the probe query failed: {0}")]
     QueryFailed(String),
     #[error("the driver rejected the connection settings: {0}")]
@@ -116,6 +137,7 @@ impl EngineError {
             EngineError::DatabaseNotFound { .. } => "DatabaseNotFound",
             EngineError::Tls(_) => "TLSError",
             EngineError::Transient(_) => "TransientError",
+            EngineError::PermissionDenied { .. } => "PermissionDenied",
             EngineError::QueryFailed(_) => "ProbeFailed",
             EngineError::Configuration(_) => "InvalidSpec",
         }
@@ -130,6 +152,7 @@ impl EngineError {
             EngineError::AuthenticationFailed { .. } => FailureClass::Authentication,
             EngineError::DatabaseNotFound { .. }
             | EngineError::Tls(_)
+            | EngineError::PermissionDenied { .. }
             | EngineError::Configuration(_) => FailureClass::Permanent,
         }
     }
@@ -140,6 +163,7 @@ impl EngineError {
             self,
             EngineError::AuthenticationFailed { .. }
                 | EngineError::DatabaseNotFound { .. }
+                | EngineError::PermissionDenied { .. }
                 | EngineError::QueryFailed(_)
                 | EngineError::Transient(_)
         )
@@ -163,9 +187,14 @@ impl EngineError {
             EngineError::Tls(_) => {
                 "Check the scheme (PostgreSQL: sslmode) in spec.uri and the CA in spec.tls.caSecretRef."
             }
-            EngineError::Transient(_) => "Retrying with backoff.",
+            EngineError::Transient(_) => {
+                "The server's code above says what is short (memory, a leader election, locks); retrying with backoff."
+            }
+            EngineError::PermissionDenied { .. } => {
+                "The login works but lacks a privilege: Neo4j needs ACCESS on the database for probes and INDEX MANAGEMENT and CONSTRAINT MANAGEMENT (plus SHOW INDEX and SHOW CONSTRAINT) for spec.schema; PostgreSQL needs CONNECT on the database and CREATE for extensions. Grant it to the user or remove what needs it from the spec."
+            }
             EngineError::QueryFailed(_) => {
-                "Retrying with backoff; see the operator log for details."
+                "The server's message above says why; retrying with backoff."
             }
             EngineError::Configuration(_) => "Correct the spec.",
         }

@@ -1,10 +1,15 @@
 //! Neo4j through `neo4rs` (Bolt 4.4).
+//!
+//! Every statement runs in an explicit transaction: neo4rs retries `Graph::run`/`execute` on
+//! transient server errors for up to a minute, which would turn a server's answer into a bare
+//! `Timeout` at the probe's deadline. Transactions are never retried, so the server's code
+//! reaches status as it is.
 
 use std::{path::PathBuf, sync::Arc};
 
 use futures::{FutureExt, future::BoxFuture};
 use neo4rs::{
-    ConfigBuilder, Graph, Neo4jClientErrorKind, Neo4jErrorKind, Neo4jSecurityErrorKind, query,
+    ConfigBuilder, Graph, Neo4jClientErrorKind, Neo4jErrorKind, Neo4jSecurityErrorKind, Row, query,
 };
 
 use super::{Connector, EngineError, Pool, SchemaOps};
@@ -92,46 +97,25 @@ fn driver_uri(settings: &ConnectionSettings) -> String {
 
 impl Pool for Neo4jPool {
     fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        async move {
-            let mut rows = self
-                .graph
-                .execute(query("RETURN 1 AS ok"))
-                .await
-                .map_err(|e| self.target.classify(e))?;
-            while rows
-                .next()
-                .await
-                .map_err(|e| self.target.classify(e))?
-                .is_some()
-            {}
-            Ok(())
-        }
-        .boxed()
+        async move { self.rows("RETURN 1 AS ok").await.map(drop) }.boxed()
     }
 
     fn identify(&self) -> BoxFuture<'_, Result<ServerInfo, EngineError>> {
         async move {
-            let mut rows = self
-                .graph
-                .execute(query(
+            let rows = self
+                .rows(
                     "CALL dbms.components() YIELD name, versions, edition \
                      RETURN name, versions[0] AS version, edition",
-                ))
-                .await
-                .map_err(|e| self.target.classify(e))?;
-            let mut info = None;
-            while let Some(row) = rows.next().await.map_err(|e| self.target.classify(e))? {
-                if info.is_none() {
-                    let field = |key: &str| row.get::<String>(key).unwrap_or_default();
-                    info = Some(ServerInfo {
-                        agent: field("name"),
-                        version: field("version"),
-                        edition: field("edition"),
-                    });
-                }
-            }
-            info.ok_or_else(|| {
+                )
+                .await?;
+            let row = rows.first().ok_or_else(|| {
                 EngineError::QueryFailed("dbms.components() returned no rows".into())
+            })?;
+            let field = |key: &str| row.get::<String>(key).unwrap_or_default();
+            Ok(ServerInfo {
+                agent: field("name"),
+                version: field("version"),
+                edition: field("edition"),
             })
         }
         .boxed()
@@ -139,6 +123,21 @@ impl Pool for Neo4jPool {
 
     fn schema(&self) -> Option<&dyn SchemaOps> {
         Some(self)
+    }
+}
+
+impl Neo4jPool {
+    /// Runs one statement in its own transaction and returns its rows.
+    async fn rows(&self, statement: &str) -> Result<Vec<Row>, EngineError> {
+        let classify = |e| self.target.classify(e);
+        let mut txn = self.graph.start_txn().await.map_err(classify)?;
+        let mut stream = txn.execute(query(statement)).await.map_err(classify)?;
+        let mut rows = Vec::new();
+        while let Some(row) = stream.next(txn.handle()).await.map_err(classify)? {
+            rows.push(row);
+        }
+        txn.commit().await.map_err(classify)?;
+        Ok(rows)
     }
 }
 
@@ -152,8 +151,8 @@ impl SchemaOps for Neo4jPool {
                            WHERE owningConstraint IS NULL AND type <> 'LOOKUP' \
                            RETURN name, type, entityType, labelsOrTypes, properties, state, populationPercent, false AS isConstraint";
             for statement in [constraints, indexes] {
-                let mut rows = self.graph.execute(query(statement)).await.map_err(|e| self.target.classify(e))?;
-                while let Some(row) = rows.next().await.map_err(|e| self.target.classify(e))? {
+                let rows = super::schema_statement(&self.target.endpoint, self.rows(statement));
+                for row in rows.await? {
                     found.push(Existing {
                         name: row.get("name").unwrap_or_default(),
                         is_constraint: row.get("isConstraint").unwrap_or_default(),
@@ -173,11 +172,10 @@ impl SchemaOps for Neo4jPool {
 
     fn execute(&self, statement: String) -> BoxFuture<'_, Result<(), EngineError>> {
         async move {
-            self.graph
-                .run(query(&statement))
+            let run = self.rows(&statement);
+            super::schema_statement(&self.target.endpoint, run)
                 .await
-                .map_err(|e| self.target.classify(e))?;
-            Ok(())
+                .map(drop)
         }
         .boxed()
     }
@@ -226,6 +224,12 @@ impl Target {
                     Neo4jErrorKind::Client(Neo4jClientErrorKind::Security(
                         Neo4jSecurityErrorKind::Authentication | Neo4jSecurityErrorKind::Other,
                     )) => EngineError::AuthenticationFailed {
+                        user: self.user.clone(),
+                        detail,
+                    },
+                    Neo4jErrorKind::Client(Neo4jClientErrorKind::Security(
+                        Neo4jSecurityErrorKind::Forbidden,
+                    )) => EngineError::PermissionDenied {
                         user: self.user.clone(),
                         detail,
                     },

@@ -18,10 +18,16 @@ mod tls;
 use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::{
-    Manager, ManagerConfig, PoolError, RecyclingMethod, Runtime, TimeoutType, Timeouts,
+    Connect, Manager, ManagerConfig, PoolError, RecyclingMethod, Runtime, TimeoutType, Timeouts,
 };
 use futures::{FutureExt, future::BoxFuture};
-use tokio_postgres::{NoTls, SimpleQueryMessage, config::SslMode};
+use tokio::task::JoinHandle;
+use tokio_postgres::{
+    NoTls, SimpleQueryMessage, Socket,
+    config::SslMode,
+    tls::{MakeTlsConnect, TlsConnect},
+};
+use tracing::Instrument;
 
 use super::{Connector, EngineError, ExtensionOps, Pool, PoolUsage};
 use crate::{
@@ -66,8 +72,8 @@ impl Connector for PostgresConnector {
             recycling_method: RecyclingMethod::Fast,
         };
         let manager = match tls::connector(settings, credentials.ca_pem.as_deref())? {
-            None => Manager::from_config(config, NoTls, manager_config),
-            Some(tls) => Manager::from_config(config, tls, manager_config),
+            None => Manager::from_connect(config, SpannedConnect { tls: NoTls }, manager_config),
+            Some(tls) => Manager::from_connect(config, SpannedConnect { tls }, manager_config),
         };
         let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(limits.max_size)
@@ -91,6 +97,44 @@ impl Connector for PostgresConnector {
             acquisition_timeout: limits.acquisition_timeout,
         };
         Ok(Arc::new(PostgresPool { pool, target }))
+    }
+}
+
+/// Opens connections as deadpool's own connector does, but runs each connection's background
+/// task in the span of the reconcile that opened it: a driver error it logs then names the
+/// DatabaseConnection (namespace and name), not only "db error".
+struct SpannedConnect<T> {
+    tls: T,
+}
+
+impl<T> Connect for SpannedConnect<T>
+where
+    T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+    T::Stream: Sync + Send,
+    T::TlsConnect: Sync + Send,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> BoxFuture<'_, Result<(tokio_postgres::Client, JoinHandle<()>), tokio_postgres::Error>>
+    {
+        let tls = self.tls.clone();
+        let config = config.clone();
+        let span = tracing::Span::current();
+        async move {
+            let (client, connection) = config.connect(tls).await?;
+            let task = tokio::spawn(
+                async move {
+                    if let Err(error) = connection.await {
+                        tracing::warn!(%error, "PostgreSQL connection ended with an error");
+                    }
+                }
+                .instrument(span),
+            );
+            Ok((client, task))
+        }
+        .boxed()
     }
 }
 
@@ -143,27 +187,27 @@ impl Pool for PostgresPool {
 
 impl ExtensionOps for PostgresPool {
     fn installed(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>> {
-        async move {
+        let read = async move {
             let client = self.pool.get().await.map_err(|e| self.target.pool(e))?;
             let rows = client
                 .query("SELECT extname FROM pg_extension", &[])
                 .await
                 .map_err(|e| self.target.driver(&e))?;
             Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
-        }
-        .boxed()
+        };
+        super::schema_statement(&self.target.endpoint, read).boxed()
     }
 
     fn install(&self, name: String) -> BoxFuture<'_, Result<(), EngineError>> {
-        async move {
+        let install = async move {
             let client = self.pool.get().await.map_err(|e| self.target.pool(e))?;
             let statement = format!("CREATE EXTENSION IF NOT EXISTS {}", quote_identifier(&name));
             client
                 .batch_execute(&statement)
                 .await
                 .map_err(|e| self.target.driver(&e))
-        }
-        .boxed()
+        };
+        super::schema_statement(&self.target.endpoint, install).boxed()
     }
 }
 
@@ -411,6 +455,7 @@ mod tests {
             secret_name: "db".into(),
             secret_resource_version: "1".into(),
             ca_pem: None,
+            ca_resource_version: None,
         };
         let pool = PostgresConnector.open(&settings, &credentials).unwrap();
         let error = pool.ping().await.unwrap_err();

@@ -14,8 +14,7 @@ use std::collections::HashMap;
 
 use crate::{
     api::DatabaseConnection,
-    schema,
-    settings::{self, ConnectionSettings},
+    schema, settings,
     validate::structural::{self, FieldError, Patterns},
 };
 
@@ -211,9 +210,7 @@ fn operator_problems(object: Value) -> Vec<Problem> {
     let namespace = connection.metadata.namespace.as_deref();
     let spec = &connection.spec;
     let mut problems = Vec::new();
-    if let Err(error) = settings::check_secret_namespaces(spec, namespace)
-        .and_then(|()| ConnectionSettings::from_spec(spec).map(drop))
-    {
+    if let Err(error) = settings::check(&connection, namespace) {
         problems.push(operator(error.field(), error.to_string()));
     }
     if let Some(declared) = &spec.schema

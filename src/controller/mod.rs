@@ -1,0 +1,284 @@
+//! The reconcile loop. Each reconcile runs fixed steps on the object as it is now, each in its
+//! own file: resolve the Secrets it references (`resolve`), check the spec (`settings::check`),
+//! connect and probe (`probe`), apply the schema (`schema`), publish the binding (`binding`),
+//! and report status and Events (`report`). `watches` feeds it: which objects to look at and when,
+//! and what to forget once an object is gone.
+
+mod binding;
+mod probe;
+mod report;
+mod resolve;
+mod schema;
+mod watches;
+
+use std::{sync::Arc, time::Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Client, Resource, ResourceExt,
+    api::PartialObjectMeta,
+    runtime::{
+        controller::Action,
+        events::{Recorder, Reporter},
+        reflector::{ObjectRef, Store},
+    },
+};
+use tracing::{Instrument, debug, info_span};
+
+pub use watches::{Scope, run};
+
+use crate::{
+    FIELD_MANAGER,
+    api::{CredentialsStatus, DatabaseConnection},
+    credentials::Credentials,
+    http::Readiness,
+    latency::LatencyTracker,
+    metrics::{ConnectionLabels, Metrics},
+    schedule,
+    settings::{self, ConnectionSettings, TlsMode},
+    state::{ConnectionState, Registry},
+    status::{Facts, Outcome},
+};
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    /// The DatabaseConnections as the watch sees them now.
+    pub connections: Store<DatabaseConnection>,
+    /// Every Secret's metadata (no data, annotations or managedFields): enough to tell whether
+    /// a referenced Secret changed since it was read, and who owns a binding Secret's name.
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+}
+
+impl Context {
+    fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        readiness: Arc<Readiness>,
+        connections: Store<DatabaseConnection>,
+        secrets: Store<PartialObjectMeta<Secret>>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            registry: Registry::default(),
+            metrics,
+            readiness,
+            connections,
+            secrets,
+        }
+    }
+
+    /// The metadata of a Secret in `namespace`, as the watch saw it last.
+    fn secret(&self, namespace: &str, name: &str) -> Option<Arc<PartialObjectMeta<Secret>>> {
+        self.secrets.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// Drops a connection's memory: its pool closes and its metric series go.
+    fn forget(&self, state: ConnectionState) {
+        if let Some(labels) = &state.labels {
+            self.metrics.forget(labels);
+        }
+        drop(state);
+        self.metrics.set_open_pools(self.registry.open_pools());
+    }
+}
+
+/// Only Kubernetes API failures end a reconcile with an error; database failures are outcomes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot write status: {0}")]
+    StatusWrite(#[source] kube::Error),
+    #[error("object has no namespace")]
+    NotNamespaced,
+}
+
+pub async fn reconcile(obj: Arc<DatabaseConnection>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*obj);
+    let uid = obj.uid().unwrap_or_default();
+    let span = info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    let _timer = ctx.metrics.reconcile_started();
+    let mut state = match ctx.registry.take(&key) {
+        Some(state) if state.uid == uid => state,
+        other => {
+            // Another object had this name before (deleted and recreated): nothing of it
+            // carries over, not its pool, its login or its series.
+            if let Some(old) = other {
+                ctx.forget(old);
+            }
+            restored_state(&obj, uid.clone())
+        }
+    };
+    let labels = ConnectionLabels {
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        engine: obj.spec.engine.as_str().to_owned(),
+    };
+    if let Some(old) = state
+        .labels
+        .replace(labels.clone())
+        .filter(|old| *old != labels)
+    {
+        ctx.metrics.forget(&old);
+    }
+    let result = Reconciliation {
+        obj: &obj,
+        ctx: &ctx,
+        state: &mut state,
+    }
+    .run()
+    .instrument(span)
+    .await;
+    watches::keep(&ctx, key, &uid, state);
+    result
+}
+
+/// After a restart, the failure count and the latency shown come back from status; everything
+/// else is learned again.
+fn restored_state(obj: &DatabaseConnection, uid: String) -> ConnectionState {
+    let probe = obj.status.as_ref().and_then(|s| s.probe.as_ref());
+    ConnectionState {
+        uid,
+        consecutive_failures: probe.map_or(0, |p| p.consecutive_failures),
+        latency: LatencyTracker::restored(probe.and_then(|p| p.latency.as_deref())),
+        ..Default::default()
+    }
+}
+
+struct Reconciliation<'a> {
+    obj: &'a DatabaseConnection,
+    ctx: &'a Context,
+    state: &'a mut ConnectionState,
+}
+
+impl Reconciliation<'_> {
+    async fn run(mut self) -> Result<Action, Error> {
+        let namespace = self.obj.namespace().ok_or(Error::NotNamespaced)?;
+        if self.obj.spec.suspend {
+            self.close();
+            // Suspended on purpose: no series, so no "connection down" alert.
+            if let Some(labels) = &self.state.labels {
+                self.ctx.metrics.forget(labels);
+            }
+            self.report(&Outcome::Suspended, Facts::default()).await?;
+            return Ok(Action::await_change());
+        }
+        let settings = match settings::check(self.obj, Some(&namespace)) {
+            Ok(settings) => settings,
+            Err(error) => {
+                self.close();
+                self.report(&Outcome::InvalidSpec(&error), Facts::default())
+                    .await?;
+                return Ok(Action::await_change());
+            }
+        };
+        let insecure_tls = Some(settings.tls == TlsMode::InsecureSkipVerify);
+
+        let cached = self.state.credentials.take();
+        let read = match resolve::credentials(self.ctx, self.obj, &namespace, cached).await {
+            Ok(read) => read,
+            Err(error) => {
+                self.close();
+                let facts = Facts {
+                    insecure_tls,
+                    ..Default::default()
+                };
+                self.report(&Outcome::Credentials(&error), facts).await?;
+                let retry = if error.needs_user() {
+                    schedule::WAIT_FOR_USER
+                } else {
+                    settings.retry.max_delay
+                };
+                return Ok(Action::requeue(retry));
+            }
+        };
+        let credentials = read.credentials.clone();
+        self.state.credentials = Some(read);
+        let facts = Facts {
+            insecure_tls,
+            credentials: Some(CredentialsStatus {
+                secret_name: credentials.secret_name.clone(),
+                secret_resource_version: credentials.secret_resource_version.clone(),
+            }),
+            ..Default::default()
+        };
+
+        let inputs = probe::inputs(self.obj, &settings, &credentials);
+        if let Some(wait) = self.state.wait_before_probe(inputs, Instant::now()) {
+            self.between_probes(&settings, &credentials, facts).await?;
+            debug!(?wait, "probe not due");
+            return Ok(Action::requeue(wait));
+        }
+        self.state.probed_inputs = Some(inputs);
+        let delay = match probe::run(self.state, &settings, &credentials).await {
+            Ok(probed) => {
+                self.connected(&settings, &credentials, facts, probed)
+                    .await?
+            }
+            Err(error) => self.failed(&settings, error, facts).await?,
+        };
+        Ok(Action::requeue(delay))
+    }
+
+    /// A reconcile with no probe due (a watch event, or a requeue): re-send a failure whose
+    /// status write failed, and keep the binding Secret as it should be (repaired at once if
+    /// someone deleted or edited it).
+    async fn between_probes(
+        &mut self,
+        settings: &ConnectionSettings,
+        credentials: &Credentials,
+        facts: Facts,
+    ) -> Result<(), Error> {
+        if let Some(error) = self.state.unreported_failure.clone() {
+            // For a refused login, probing again now would be an attempt before its time.
+            let outcome = Outcome::Failed {
+                error: &error,
+                consecutive_failures: self.state.consecutive_failures,
+                failure_threshold: settings.health.failure_threshold,
+            };
+            self.report(&outcome, facts).await?;
+            self.state.unreported_failure = None;
+            return Ok(());
+        }
+        let binding = binding::sync(self.ctx, self.obj, self.state, settings, credentials).await;
+        if binding.is_some() {
+            let facts = Facts { binding, ..facts };
+            self.report(&Outcome::Unchanged, facts).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops the pool and every cached input; keeps only what status already shows.
+    fn close(&mut self) {
+        *self.state = ConnectionState {
+            uid: std::mem::take(&mut self.state.uid),
+            consecutive_failures: self.state.consecutive_failures,
+            latency: self.state.latency.clone(),
+            labels: self.state.labels.clone(),
+            ..Default::default()
+        };
+        if let Some(labels) = &self.state.labels {
+            self.ctx.metrics.connection_down(labels);
+        }
+    }
+
+    fn reference(&self) -> k8s_openapi::api::core::v1::ObjectReference {
+        self.obj.object_ref(&())
+    }
+}
+
+pub(crate) fn error_policy(
+    _obj: Arc<DatabaseConnection>,
+    _error: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
+    Action::requeue(schedule::AFTER_API_ERROR + schedule::jitter(schedule::AFTER_API_ERROR))
+}

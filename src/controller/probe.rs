@@ -1,0 +1,215 @@
+//! Step 3: connect and probe. The pool is reused only while it was built from exactly the
+//! settings and login in force now; a probe is bounded by `healthCheck.timeout`.
+
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    time::{Duration, Instant},
+};
+
+use kube::runtime::events::{Event, EventType};
+use tracing::debug;
+
+use super::{Error, Reconciliation, binding};
+use crate::{
+    api::DatabaseConnection,
+    credentials::Credentials,
+    engine::{self, EngineError, FailureClass},
+    schedule,
+    settings::ConnectionSettings,
+    state::{ConnectionState, PoolEntry, pool_fingerprint},
+    status::{Facts, Outcome},
+};
+
+/// How soon to look again while an index is still populating.
+const SCHEMA_RECHECK: Duration = Duration::from_secs(5);
+
+/// A probe is forced when any of these change; otherwise it waits for its time.
+pub fn inputs(
+    obj: &DatabaseConnection,
+    settings: &ConnectionSettings,
+    credentials: &Credentials,
+) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    obj.metadata.uid.hash(&mut hasher);
+    obj.metadata.generation.hash(&mut hasher);
+    pool_fingerprint(settings, credentials).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A successful probe: its round trip, and whether it was the pool's first (which includes
+/// opening a connection, so it says little about the server's usual latency).
+pub struct Probed {
+    pub latency: Duration,
+    pub cold: bool,
+}
+
+/// Opens (or reuses) the pool and probes it within the health-check timeout.
+pub async fn run(
+    state: &mut ConnectionState,
+    settings: &ConnectionSettings,
+    credentials: &Credentials,
+) -> Result<Probed, EngineError> {
+    let now = Instant::now();
+    let built_from = pool_fingerprint(settings, credentials);
+    let reusable = state
+        .pool
+        .as_ref()
+        .is_some_and(|entry| entry.built_from == built_from && !entry.expired(settings, now));
+    if !reusable {
+        // Replacing the entry drops the old pool: after a rotation the old login is not kept
+        // in reserve, whatever the new one's fate.
+        state.pool = None;
+        let pool = engine::for_engine(settings.engine).open(settings, credentials)?;
+        state.pool = Some(PoolEntry {
+            pool,
+            built_from,
+            created: now,
+            last_used: now,
+            server: None,
+        });
+    }
+    let entry = state.pool.as_mut().expect("pool was just ensured");
+    let started = Instant::now();
+    let identify = entry.server.is_none();
+    let attempt = async {
+        if identify {
+            entry.pool.identify().await.map(Some)
+        } else {
+            entry.pool.ping().await.map(|()| None)
+        }
+    };
+    let outcome = tokio::time::timeout(settings.health.timeout, attempt).await;
+    let latency = started.elapsed();
+    entry.last_used = Instant::now();
+    match outcome {
+        Ok(Ok(Some(server))) => {
+            entry.server = Some(server);
+            Ok(Probed {
+                latency,
+                cold: true,
+            })
+        }
+        Ok(Ok(None)) => Ok(Probed {
+            latency,
+            cold: false,
+        }),
+        Ok(Err(error)) => Err(error),
+        Err(_elapsed) => Err(EngineError::Timeout {
+            endpoint: settings.endpoint.clone(),
+            timeout: settings.health.timeout,
+        }),
+    }
+}
+
+impl Reconciliation<'_> {
+    /// The probe succeeded: apply the schema, publish the binding, report. Returns the delay
+    /// until the next probe.
+    pub(super) async fn connected(
+        &mut self,
+        settings: &ConnectionSettings,
+        credentials: &Credentials,
+        facts: Facts,
+        probed: Probed,
+    ) -> Result<Duration, Error> {
+        self.state.unreported_failure = None;
+        self.state.consecutive_failures = 0;
+        let login = credentials.fingerprint();
+        // Only a different login counts as a reload: a Secret whose metadata alone changed,
+        // or the first probe after a restart, is not one.
+        let reloaded = self.state.verified.is_some_and(|before| before != login);
+        self.state.verified = Some(login);
+        self.state.accepted = true;
+        let entry = self
+            .state
+            .pool
+            .as_ref()
+            .expect("a successful probe has a pool");
+        let server = entry.server.clone().unwrap_or_default();
+        if let Some(labels) = &self.state.labels {
+            self.ctx.metrics.probe_succeeded(labels, probed.latency);
+            if let Some(usage) = entry.pool.usage() {
+                self.ctx.metrics.pool_usage(labels, usage.open, usage.idle);
+            }
+        }
+        let check_soon = self.sync_schema(&server, settings).await;
+        let binding = binding::sync(self.ctx, self.obj, self.state, settings, credentials).await;
+        let facts = Facts {
+            schema: self.state.schema.clone(),
+            binding,
+            ..facts
+        };
+        let outcome = Outcome::Connected {
+            server: &server,
+            endpoint: &settings.endpoint,
+            user: &credentials.username,
+        };
+        // Scheduled after the status write: should it fail, the retry probes again, which is
+        // cheap once logged in, and brings status up to date.
+        self.report_with_latency(&outcome, facts, probed.latency, probed.cold)
+            .await?;
+        if reloaded {
+            self.announce_reload(credentials).await;
+        }
+        let next = schedule::after_success(settings, rand::random());
+        let delay = if check_soon {
+            next.min(SCHEMA_RECHECK)
+        } else {
+            next
+        };
+        self.state.next_probe = Some(Instant::now() + delay);
+        Ok(delay)
+    }
+
+    /// The probe failed: count it, schedule the retry, report. Returns the retry delay.
+    pub(super) async fn failed(
+        &mut self,
+        settings: &ConnectionSettings,
+        error: EngineError,
+        facts: Facts,
+    ) -> Result<Duration, Error> {
+        self.state.consecutive_failures = self.state.consecutive_failures.saturating_add(1);
+        let failures = self.state.consecutive_failures;
+        debug!(%error, failures, "probe failed");
+        if error.class() == FailureClass::Authentication {
+            // The binding Secret must not be rewritten from a login the server refuses.
+            self.state.accepted = false;
+        }
+        if let Some(labels) = &self.state.labels {
+            self.ctx.metrics.probe_failed(labels, error.reason());
+        }
+        let outcome = Outcome::Failed {
+            error: &error,
+            consecutive_failures: failures,
+            failure_threshold: settings.health.failure_threshold,
+        };
+        let delay = schedule::after_failure(settings, error.class(), failures, rand::random());
+        // Scheduled before the status write: if the write fails (the apiserver is away), the
+        // retries in between re-send this report instead of probing again.
+        self.state.next_probe = Some(Instant::now() + delay);
+        self.state.unreported_failure = Some(error.clone());
+        let facts = Facts {
+            schema: self.state.schema.clone(),
+            ..facts
+        };
+        self.report(&outcome, facts).await?;
+        self.state.unreported_failure = None;
+        Ok(delay)
+    }
+
+    async fn announce_reload(&self, credentials: &Credentials) {
+        if let Some(labels) = &self.state.labels {
+            self.ctx.metrics.credentials_reloaded(labels);
+        }
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "CredentialsReloaded".into(),
+            note: Some(format!(
+                "Now using the login from Secret {:?} (resourceVersion {}); the previous pool was closed.",
+                credentials.secret_name, credentials.secret_resource_version
+            )),
+            action: "ReloadCredentials".into(),
+            secondary: None,
+        };
+        self.publish(event).await;
+    }
+}

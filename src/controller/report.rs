@@ -1,0 +1,158 @@
+//! Step 6: status and Events. Status is computed by `crate::status` and sent by
+//! `crate::status_write` only when it changed; Events mark transitions only.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, ResourceExt,
+    runtime::events::{Event, EventType},
+};
+use tracing::{info, warn};
+
+use super::{Error, Reconciliation};
+use crate::{
+    api::DatabaseConnectionStatus,
+    conditions::{self, BINDING_READY, READY, TLS_VERIFIED},
+    deadline,
+    status::{self, Facts, Outcome},
+    status_write::{self, ApiStatus, Written},
+};
+
+impl Reconciliation<'_> {
+    /// Reports a success; the latency is written only when it moved materially or when
+    /// status is being written anyway.
+    pub(super) async fn report_with_latency(
+        &mut self,
+        outcome: &Outcome<'_>,
+        facts: Facts,
+        latency: Duration,
+        cold: bool,
+    ) -> Result<(), Error> {
+        let previous = self.obj.status.clone().unwrap_or_default();
+        let without_latency = status::desired(
+            &previous,
+            outcome,
+            &facts,
+            self.obj.metadata.generation,
+            Timestamp::now(),
+        );
+        let typical = if cold {
+            self.state.latency.observe_cold(latency)
+        } else {
+            self.state.latency.observe(latency)
+        };
+        let shown = previous.probe.as_ref().and_then(|p| p.latency.as_deref());
+        self.state.latency.shown(shown);
+        if without_latency == previous && !self.state.latency.worth_recording(typical) {
+            return Ok(());
+        }
+        self.report(
+            outcome,
+            Facts {
+                latency: Some(typical),
+                ..facts
+            },
+        )
+        .await
+    }
+
+    /// Writes status if it changed (see `status_write`), and emits Events for transitions.
+    pub(super) async fn report(&self, outcome: &Outcome<'_>, facts: Facts) -> Result<(), Error> {
+        let store = ApiStatus {
+            api: Api::namespaced(
+                self.ctx.client.clone(),
+                &self.obj.namespace().unwrap_or_default(),
+            ),
+            name: self.obj.name_any(),
+        };
+        let desired = |previous: &DatabaseConnectionStatus| {
+            status::desired(
+                previous,
+                outcome,
+                &facts,
+                self.obj.metadata.generation,
+                Timestamp::now(),
+            )
+        };
+        let written = deadline::api(
+            "writing status",
+            status_write::write(&store, self.obj, desired),
+        )
+        .await;
+        match written {
+            Ok(Some(Written { previous, next })) => {
+                self.ctx.metrics.status_written();
+                self.announce(&previous, &next).await;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            // Deleted while this reconcile ran: nothing left to report on.
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(Error::StatusWrite(error)),
+        }
+    }
+
+    /// Events on transitions only: `Ready` or `BindingReady` changing, and certificate checks
+    /// turned off.
+    async fn announce(&self, previous: &DatabaseConnectionStatus, next: &DatabaseConnectionStatus) {
+        let mut events = Vec::new();
+        for type_ in [READY, BINDING_READY] {
+            let before = conditions::find(&previous.conditions, type_);
+            let Some(after) = conditions::find(&next.conditions, type_) else {
+                continue;
+            };
+            if before.is_some_and(|b| b.status == after.status && b.reason == after.reason) {
+                continue;
+            }
+            let (kind, action) = if type_ == READY {
+                ("Ready", "Probe")
+            } else {
+                ("BindingReady", "WriteBinding")
+            };
+            info!(condition = kind, status = %after.status, reason = %after.reason, message = %after.message, "condition changed");
+            let type_ = if after.status == "True" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            events.push(Event {
+                type_,
+                reason: after.reason.clone(),
+                note: Some(after.message.clone()),
+                action: action.into(),
+                secondary: None,
+            });
+        }
+        // Once, when it starts (or starts again): `kubectl get events` and alerting on Warning
+        // Events should show an unauthenticated server, not only the condition.
+        if let Some(tls) = conditions::find(&next.conditions, TLS_VERIFIED)
+            && tls.status == "False"
+            && conditions::find(&previous.conditions, TLS_VERIFIED).is_none()
+        {
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: "InsecureTLS".into(),
+                note: Some(tls.message.clone()),
+                action: "Probe".into(),
+                secondary: None,
+            });
+        }
+        for event in events {
+            self.publish(event).await;
+        }
+    }
+
+    /// Publishes one Event on this connection; a failure is logged, never retried.
+    pub(super) async fn publish(&self, event: Event) {
+        let reference = self.reference();
+        let sent = deadline::api(
+            "publishing an Event",
+            self.ctx.recorder.publish(&event, &reference),
+        )
+        .await;
+        if let Err(error) = sent {
+            warn!(%error, reason = %event.reason, "cannot publish event");
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Step 1: the Secrets the connection references, as they are now. The credentials read last
+//! time are reused only while the spec names the same Secrets and keys and the Secret watch
+//! shows the same resourceVersions; anything else (a renamed `secretRef`, a rotated or
+//! recreated Secret, a new CA) reads them again.
+
+use crate::{
+    api::DatabaseConnection,
+    credentials::{self, CredentialsError, SecretInputs},
+    state::ReadCredentials,
+};
+
+use super::Context;
+
+pub async fn credentials(
+    ctx: &Context,
+    obj: &DatabaseConnection,
+    namespace: &str,
+    cached: Option<ReadCredentials>,
+) -> Result<ReadCredentials, CredentialsError> {
+    let login = &obj.spec.credentials.secret_ref;
+    let ca = obj
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.ca_secret_ref.as_ref());
+    if let Some(cached) = cached {
+        let version = |name: &str| {
+            ctx.secret(namespace, name)?
+                .metadata
+                .resource_version
+                .clone()
+        };
+        let now = version(&login.name).and_then(|login_version| {
+            let ca_now = match ca {
+                None => Some(None),
+                Some(ca) => version(&ca.name).map(|v| Some((ca, v))),
+            }?;
+            let ca_now = ca_now.as_ref().map(|(ca, v)| (*ca, v.as_str()));
+            Some(SecretInputs::new(login, &login_version, ca_now))
+        });
+        // A Secret missing from the watch's store is read directly: it may be newer than
+        // the store, and only a read can say it is really gone.
+        if now.as_ref() == Some(&cached.inputs) {
+            return Ok(cached);
+        }
+    }
+    let credentials = credentials::load(&ctx.client, namespace, login, ca).await?;
+    let inputs = SecretInputs::of(login, ca, &credentials);
+    Ok(ReadCredentials {
+        credentials,
+        inputs,
+    })
+}

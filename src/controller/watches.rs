@@ -1,0 +1,247 @@
+//! What the controller watches, and what it forgets. Two watches feed it: DatabaseConnections
+//! (full objects) and Secrets (metadata only). Each keeps a store that reconciles read as the
+//! truth of "now"; their events only say when to look. Deletes are acted on as the watch sees
+//! them, in whatever state the connection was, so no pool, series or memory outlives its object.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::PartialObjectMeta,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{self, Config},
+        reflector::{self, ObjectRef, Store},
+        watcher::{self, Event, watcher},
+    },
+};
+use tracing::{info, warn};
+
+use super::{Context, error_policy, reconcile};
+use crate::{
+    api::DatabaseConnection,
+    binding,
+    http::Readiness,
+    metrics::{ConnectionLabels, Metrics},
+    schedule::WatchBackoff,
+    state::{ConnectionState, Key},
+};
+
+/// Which namespace to watch: one, or all.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    All,
+    Namespace(String),
+}
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match self {
+            Scope::All => Api::all(client.clone()),
+            Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    scope: Scope,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (connections, connections_writer) = reflector::store();
+    let (secrets, secrets_writer) = reflector::store();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics,
+        readiness,
+        connections.clone(),
+        secrets.clone(),
+    ));
+    let config = watcher::Config::default().any_semantic();
+    let observer = ctx.clone();
+    let connection_events = watcher(scope.api::<DatabaseConnection>(&client), config.clone())
+        .backoff(WatchBackoff::default())
+        .reflect(connections_writer)
+        .inspect_ok(move |event| observe(&observer, event))
+        .applied_objects();
+    // Metadata only: an `Api` of `PartialObjectMeta` makes metadata-only requests.
+    let secret_events = watcher(scope.api::<PartialObjectMeta<Secret>>(&client), config)
+        .backoff(WatchBackoff::default())
+        // A Secret applied with kubectl carries its data in an annotation: keep none of them.
+        .modify(|secret| {
+            secret.annotations_mut().clear();
+            secret.managed_fields_mut().clear();
+        })
+        .reflect(secrets_writer)
+        .touched_objects();
+    tokio::spawn(report_ready(ctx.clone()));
+    let referenced_by = connections.clone();
+    Controller::for_stream(connection_events, connections)
+        .with_config(Config::default().concurrency(concurrency))
+        .watches_stream(secret_events, move |secret| {
+            connections_using(&referenced_by, &secret)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|result| {
+            let ctx = ctx.clone();
+            async move {
+                match result {
+                    Ok(_) | Err(controller::Error::ObjectNotFound(_)) => {}
+                    Err(controller::Error::ReconcilerFailed(error, obj)) => {
+                        ctx.metrics.reconcile_failed();
+                        let namespace = obj.namespace.as_deref().unwrap_or_default();
+                        warn!(%namespace, name = %obj.name, %error, "reconcile failed; will retry");
+                    }
+                    Err(error) => warn!(%error, "controller error"),
+                }
+            }
+        })
+        .await;
+}
+
+/// `/readyz` turns 200 once both watches have listed everything.
+async fn report_ready(ctx: Arc<Context>) {
+    // `Store::wait_until_ready` wakes only its latest waiter, which is the controller's own
+    // runner, so this side checks on a timer instead of awaiting it.
+    loop {
+        let connections = ctx.connections.wait_until_ready().now_or_never();
+        let secrets = ctx.secrets.wait_until_ready().now_or_never();
+        if let (Some(connections), Some(secrets)) = (connections, secrets) {
+            ctx.readiness.set(connections.is_ok() && secrets.is_ok());
+            info!("watches synced; ready");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Acts on what the connection watch saw: a delete forgets that object at once; a re-list
+/// (after the watch was interrupted, when deletes may have gone unseen) forgets every object
+/// the store no longer holds.
+fn observe(ctx: &Context, event: &Event<DatabaseConnection>) {
+    match event {
+        Event::Delete(obj) => {
+            let key = ObjectRef::from_obj(obj);
+            let forgotten = ctx.registry.forget(&key, obj.uid().as_deref());
+            // A reconcile may hold the memory right now; `keep` drops it when it hands it back.
+            // The series are named by the object, so they go either way.
+            ctx.metrics.forget(&labels(obj));
+            if let Some(state) = forgotten {
+                ctx.forget(state);
+            }
+            let namespace = obj.namespace().unwrap_or_default();
+            info!(%namespace, name = %obj.name_any(), "connection deleted; pool closed, metrics removed");
+        }
+        Event::InitDone => {
+            let gone = ctx
+                .registry
+                .sweep(|key, uid| is_current(&ctx.connections, key, uid));
+            if !gone.is_empty() {
+                info!(
+                    count = gone.len(),
+                    "connections deleted while the watch was down; forgotten"
+                );
+            }
+            for state in gone {
+                ctx.forget(state);
+            }
+        }
+        Event::Apply(_) | Event::Init | Event::InitApply(_) => {}
+    }
+}
+
+/// Hands a reconcile's memory back, unless its object was deleted (or replaced by another of
+/// the same name) while the reconcile ran: then it is dropped, so memory follows the store.
+pub(super) fn keep(ctx: &Context, key: Key, uid: &str, state: ConnectionState) {
+    if is_current(&ctx.connections, &key, uid) {
+        ctx.registry.put(key, state);
+        ctx.metrics.set_open_pools(ctx.registry.open_pools());
+    } else {
+        ctx.forget(state);
+    }
+}
+
+fn is_current(store: &Store<DatabaseConnection>, key: &Key, uid: &str) -> bool {
+    store
+        .get(key)
+        .is_some_and(|obj| obj.metadata.uid.as_deref() == Some(uid))
+}
+
+fn labels(obj: &DatabaseConnection) -> ConnectionLabels {
+    ConnectionLabels {
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        engine: obj.spec.engine.as_str().to_owned(),
+    }
+}
+
+/// The connections a Secret matters to: those that read it (login or CA) and those whose
+/// binding Secret has its name (to repair it when edited or deleted, or to notice that a
+/// conflicting Secret went away).
+fn connections_using(
+    store: &Store<DatabaseConnection>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<Key> {
+    let name = secret.name_any();
+    let namespace = secret.namespace();
+    store
+        .state()
+        .into_iter()
+        .filter(|conn| conn.namespace() == namespace && concerns(conn, &name))
+        .map(|conn| ObjectRef::from_obj(&*conn))
+        .collect()
+}
+
+fn concerns(conn: &DatabaseConnection, secret: &str) -> bool {
+    let spec = &conn.spec;
+    spec.credentials.secret_ref.name == secret
+        || spec
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.ca_secret_ref.as_ref())
+            .is_some_and(|ca| ca.name == secret)
+        || binding::secret_name(conn).is_some_and(|name| name == secret)
+        || conn
+            .status
+            .as_ref()
+            .and_then(|s| s.binding.as_ref())
+            .is_some_and(|b| b.name == secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        api::{BindingSpec, CaSecretRef, TlsSpec},
+        fixtures,
+    };
+
+    #[test]
+    fn a_secret_concerns_a_connection_as_login_ca_or_binding() {
+        let mut conn = DatabaseConnection::new("graph", fixtures::neo4j_spec("login"));
+        assert!(concerns(&conn, "login"));
+        assert!(!concerns(&conn, "ca"));
+        assert!(!concerns(&conn, "graph-binding"));
+        conn.spec.tls = Some(TlsSpec {
+            ca_secret_ref: Some(CaSecretRef {
+                name: "ca".into(),
+                key: "ca.crt".into(),
+                namespace: None,
+            }),
+            insecure_skip_verify: false,
+        });
+        conn.spec.binding = Some(BindingSpec::default());
+        assert!(concerns(&conn, "ca"));
+        assert!(concerns(&conn, "graph-binding"));
+    }
+}
