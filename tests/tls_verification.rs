@@ -8,17 +8,12 @@
 
 mod common;
 
-use std::{
-    io::{Read, Write},
-    net::TcpListener,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
-use common::report;
+use common::{
+    report,
+    tls::{CA, TlsEndpoint},
+};
 use dbconn_operator::{
     api::{DatabaseConnectionStatus, ServerInfo},
     conditions::{TLS_VERIFIED, find},
@@ -28,104 +23,7 @@ use dbconn_operator::{
     status::{self, Facts, Outcome},
 };
 use k8s_openapi::jiff::Timestamp;
-use rustls::{
-    ServerConfig, ServerConnection,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-};
 use serde_json::json;
-
-// Test-only material, valid until 2126: a CA no system store holds, and a server certificate
-// it signed for 127.0.0.1 and localhost, with that certificate's key.
-const CA: &str = "-----BEGIN CERTIFICATE-----
-MIIBoTCCAUegAwIBAgIUXlFw770PXn0vjxSbDj8ib+aJxRswCgYIKoZIzj0EAwIw
-HTEbMBkGA1UEAwwSZGJjb25uIHRscyB0ZXN0IENBMCAXDTI2MTEyNDA1NTk1MloY
-DzIxMjYxMDMxMDU1OTUyWjAdMRswGQYDVQQDDBJkYmNvbm4gdGxzIHRlc3QgQ0Ew
-WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAARwBfN2igUDse4yh4W3wX5jOhvZQRqn
-UXXN/TJGyI5hAhuY83GKIXVxsEU8JqzFuYAx0vsq+UBtf/rrRE9c88JHo2MwYTAd
-BgNVHQ4EFgQUGekMJY0Q4dksN4xb8s3AkFTtlxcwHwYDVR0jBBgwFoAUGekMJY0Q
-4dksN4xb8s3AkFTtlxcwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8BAf8EBAMCAgQw
-CgYIKoZIzj0EAwIDSAAwRQIgc52sbNPSX+EYpz1aR0D9/VO8VUY6CYCyz/VM37hR
-024CIQCK9DGSJqrX3pB2AR/oRhj5gn1h51HApx5njiGyldXwIA==
------END CERTIFICATE-----
-";
-const SERVER_CERT: &str = "-----BEGIN CERTIFICATE-----
-MIIB1jCCAXugAwIBAgIUC9SqXKFbkI2X4PxvWhuA/X2CWbkwCgYIKoZIzj0EAwIw
-HTEbMBkGA1UEAwwSZGJjb25uIHRscyB0ZXN0IENBMCAXDTI2MTEyNDA1NTk1MloY
-DzIxMjYxMDMxMDU1OTUyWjAhMR8wHQYDVQQDDBZkYmNvbm4gdGxzIHRlc3Qgc2Vy
-dmVyMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEFavmZOk3lPI9SQ7FSF07EuH5
-5oChvbgGRMWSFgX6IKNaLxR7RaAYBYmADxEgAeDD37K7EIogRP3T2eB1K5BAD6OB
-kjCBjzAaBgNVHREEEzARhwR/AAABgglsb2NhbGhvc3QwDAYDVR0TAQH/BAIwADAT
-BgNVHSUEDDAKBggrBgEFBQcDATAOBgNVHQ8BAf8EBAMCB4AwHQYDVR0OBBYEFMzD
-6Vq2fbkbU3jpumsUeXUbLnoIMB8GA1UdIwQYMBaAFBnpDCWNEOHZLDeMW/LNwJBU
-7ZcXMAoGCCqGSM49BAMCA0kAMEYCIQD+Re3XR3eI+g+LXxCWx2rnGw1eIGNAEO4y
-EuZauw8auQIhANnYRReOuMkNnQyq4l2C5nAtUsuXA1pIf/o9ROV5LU/y
------END CERTIFICATE-----
-";
-const SERVER_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgfSFvn47zERWnM3BM
-RspHn5gKmYnOqwrRYj2gOpg+NTyhRANCAAQVq+Zk6TeU8j1JDsVIXTsS4fnmgKG9
-uAZExZIWBfogo1ovFHtFoBgFiYAPESAB4MPfsrsQiiBE/dPZ4HUrkEAP
------END PRIVATE KEY-----
-";
-
-/// A TLS endpoint on 127.0.0.1 that speaks no database protocol: it counts the clients that
-/// completed the handshake (that is, accepted its certificate), then hangs up on them.
-struct TlsEndpoint {
-    port: u16,
-    handshakes: Arc<AtomicUsize>,
-}
-
-impl TlsEndpoint {
-    /// `postgres`: first answer PostgreSQL's SSLRequest with `S`, as its servers do.
-    fn start(postgres: bool) -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certs = CertificateDer::pem_slice_iter(SERVER_CERT.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(SERVER_KEY.as_bytes()).unwrap();
-        let config = Arc::new(
-            ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .unwrap(),
-        );
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let handshakes = Arc::new(AtomicUsize::new(0));
-        let counter = handshakes.clone();
-        std::thread::spawn(move || {
-            for mut tcp in listener.incoming().flatten() {
-                let (config, counter) = (config.clone(), counter.clone());
-                std::thread::spawn(move || {
-                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
-                    // SSLRequest: length 8, then the code 80877103.
-                    let mut request = [0u8; 8];
-                    if postgres
-                        && (tcp.read_exact(&mut request).is_err()
-                            || request != [0, 0, 0, 8, 4, 210, 22, 47]
-                            || tcp.write_all(b"S").is_err())
-                    {
-                        return;
-                    }
-                    let mut tls = ServerConnection::new(config).unwrap();
-                    while tls.is_handshaking() {
-                        if tls.complete_io(&mut tcp).is_err() {
-                            return;
-                        }
-                    }
-                    counter.fetch_add(1, Ordering::SeqCst);
-                });
-            }
-        });
-        Self { port, handshakes }
-    }
-
-    fn handshakes(&self) -> usize {
-        self.handshakes.load(Ordering::SeqCst)
-    }
-}
 
 /// Settings as `from_spec` makes them from a manifest.
 fn settings(engine: &str, uri: &str, tls: serde_json::Value) -> ConnectionSettings {

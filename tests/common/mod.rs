@@ -8,6 +8,7 @@ pub mod neo4j;
 pub mod postgres;
 pub mod proxy;
 pub mod report;
+pub mod tls;
 
 use std::{
     collections::HashMap,
