@@ -520,3 +520,27 @@ pub fn condition_reason(obj: &DatabaseConnection, type_: &str) -> String {
         .map(|c| c.reason.clone())
         .unwrap_or_default()
 }
+
+/// The events.k8s.io Events in `namespace` with `reason`, as `kubectl get events` lists them.
+pub async fn events(
+    client: &Client,
+    namespace: &str,
+    reason: &str,
+) -> Vec<k8s_openapi::api::events::v1::Event> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), namespace)
+        .list(&Default::default())
+        .await
+        .expect("list Events")
+        .items
+        .into_iter()
+        .filter(|event| event.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+pub fn condition_status(obj: &DatabaseConnection, type_: &str) -> String {
+    obj.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
