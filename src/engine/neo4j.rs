@@ -218,31 +218,36 @@ impl Target {
             }
             E::UrlParseError(e) => EngineError::Configuration(e.to_string()),
             E::ConnectionError => unreachable("the connection was closed by the server".into()),
-            E::Neo4j(e) => {
-                let detail = format!("{}: {}", e.code(), e.message());
-                match e.kind() {
-                    Neo4jErrorKind::Client(Neo4jClientErrorKind::Security(
-                        Neo4jSecurityErrorKind::Authentication | Neo4jSecurityErrorKind::Other,
-                    )) => EngineError::AuthenticationFailed {
-                        user: self.user.clone(),
-                        detail,
-                    },
-                    Neo4jErrorKind::Client(Neo4jClientErrorKind::Security(
-                        Neo4jSecurityErrorKind::Forbidden,
-                    )) => EngineError::PermissionDenied {
-                        user: self.user.clone(),
-                        detail,
-                    },
-                    Neo4jErrorKind::Client(Neo4jClientErrorKind::FatalDiscovery) => {
-                        EngineError::DatabaseNotFound {
-                            database: self.database.clone().unwrap_or_else(|| "(default)".into()),
-                        }
-                    }
-                    Neo4jErrorKind::Transient => EngineError::Transient(detail),
-                    _ => EngineError::QueryFailed(detail),
+            E::Neo4j(e) => self.server_error(e.kind(), e.code(), e.message()),
+            other => EngineError::QueryFailed(other.to_string()),
+        }
+    }
+}
+
+impl Target {
+    /// An error the server sent, by its code: the reason keeps the server's own words.
+    fn server_error(&self, kind: Neo4jErrorKind, code: &str, message: &str) -> EngineError {
+        let detail = format!("{code}: {message}");
+        match kind {
+            Neo4jErrorKind::Client(Neo4jClientErrorKind::Security(
+                Neo4jSecurityErrorKind::Authentication | Neo4jSecurityErrorKind::Other,
+            )) => EngineError::AuthenticationFailed {
+                user: self.user.clone(),
+                detail,
+            },
+            Neo4jErrorKind::Client(Neo4jClientErrorKind::Security(
+                Neo4jSecurityErrorKind::Forbidden,
+            )) => EngineError::PermissionDenied {
+                user: self.user.clone(),
+                detail,
+            },
+            Neo4jErrorKind::Client(Neo4jClientErrorKind::FatalDiscovery) => {
+                EngineError::DatabaseNotFound {
+                    database: self.database.clone().unwrap_or_else(|| "(default)".into()),
                 }
             }
-            other => EngineError::QueryFailed(other.to_string()),
+            Neo4jErrorKind::Transient => EngineError::Transient(detail),
+            _ => EngineError::QueryFailed(detail),
         }
     }
 }
@@ -268,5 +273,55 @@ impl CaFile {
 impl Drop for CaFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            endpoint: "127.0.0.1:7687".into(),
+            user: "app".into(),
+            database: None,
+            connection_timeout: std::time::Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn server_errors_keep_their_code_and_get_their_own_reason() {
+        let transient = target().server_error(
+            Neo4jErrorKind::Transient,
+            "Neo.TransientError.General.MemoryPoolOutOfMemoryError",
+            "out of memory",
+        );
+        assert_eq!(transient.reason(), "TransientError");
+        assert!(
+            transient.to_string().contains("MemoryPoolOutOfMemoryError"),
+            "{transient}"
+        );
+        let forbidden = target().server_error(
+            Neo4jErrorKind::Client(Neo4jClientErrorKind::Security(
+                Neo4jSecurityErrorKind::Forbidden,
+            )),
+            "Neo.ClientError.Security.Forbidden",
+            "Schema operations are not allowed for user 'app' with roles [reader].",
+        );
+        assert_eq!(forbidden.reason(), "PermissionDenied");
+        assert!(
+            forbidden
+                .to_string()
+                .contains("Schema operations are not allowed")
+        );
+        assert!(forbidden.hint().contains("CONSTRAINT MANAGEMENT"));
+        let refused = target().server_error(
+            Neo4jErrorKind::Client(Neo4jClientErrorKind::Security(
+                Neo4jSecurityErrorKind::Authentication,
+            )),
+            "Neo.ClientError.Security.Unauthorized",
+            "The client is unauthorized due to authentication failure.",
+        );
+        assert_eq!(refused.reason(), "AuthenticationFailed");
     }
 }
