@@ -44,18 +44,9 @@ source "$TESTENV_DIR/lib/judges.sh"
 
 SERVICES=(etcd apiserver neo4j postgres)
 
-# tests/gitops.rs runs the Argo CD health check (Lua) in Debian's Lua 5.4.
-lua_install() {
-  command -v lua5.4 >/dev/null && return 0
-  [[ $EUID -eq 0 ]] || die "lua5.4 is needed by tests/gitops.rs (sudo apt-get install -y lua5.4)"
-  log "installing lua5.4 from Debian"
-  { apt-get update -qq && apt-get install -y -qq lua5.4 >/dev/null; } || die "apt-get install lua5.4 failed"
-}
-
 cmd_up() {
   # Build first (idempotent, cached), then start; a running service is left alone.
   etcd_build; k8s_build; neo4j_build; postgres_build
-  lua_install
   judges_build >/dev/null
   for s in "${SERVICES[@]}"; do "${s}_start"; done
   cmd_env > "$STATE_DIR/env"
