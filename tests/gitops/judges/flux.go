@@ -45,7 +45,8 @@ func newCELJudge(path string) (*celJudge, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The mapper and the cluster reader are only used to fetch objects; we hand them over.
+	// The mapper and the cluster reader only serve to fetch an object by name;
+	// ReadStatusForObject is handed the object itself.
 	return &celJudge{reader: newReader(nil)}, nil
 }
 
