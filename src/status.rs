@@ -12,7 +12,7 @@ use crate::{
     },
     conditions::{
         self, CREDENTIALS_VALID, Change, Desired, REACHABLE, READY, RECONCILING, STALLED,
-        Status::{False, True},
+        Status::{False, True, Unknown},
         TLS_VERIFIED,
     },
     credentials::CredentialsError,
@@ -20,6 +20,9 @@ use crate::{
     engine::{EngineError, FailureClass},
     settings::SpecError,
 };
+
+/// Why a suspended connection's Reachable and CredentialsValid are Unknown.
+const SUSPENDED_MESSAGE: &str = "Probes are suspended by spec.suspend and the pool is closed; set spec.suspend to false to resume.";
 
 /// What one reconcile found.
 #[derive(Debug)]
@@ -127,12 +130,22 @@ fn outcome_changes(previous: &DatabaseConnectionStatus, outcome: &Outcome<'_>) -
     match outcome {
         Outcome::Unchanged => Vec::new(),
         Outcome::Suspended => vec![
-            set(READY, False, "Suspended", "Health checks are suspended by spec.suspend and the pool is closed; set spec.suspend to false to resume.".into()),
+            // No Ready at all: kstatus reads Ready=False and Ready=Unknown as InProgress (a Flux
+            // `wait` would never end) and only an absent Ready as Current; True would be false.
+            Change::Remove(READY),
+            set(REACHABLE, Unknown, "Suspended", SUSPENDED_MESSAGE.into()),
+            set(
+                CREDENTIALS_VALID,
+                Unknown,
+                "Suspended",
+                SUSPENDED_MESSAGE.into(),
+            ),
             Change::Remove(RECONCILING),
             Change::Remove(STALLED),
         ],
         Outcome::InvalidSpec(error) => {
-            let message = format!("{error}. Fix the manifest; nothing is retried until it changes.");
+            let message =
+                format!("{error}. Fix the manifest; nothing is retried until it changes.");
             vec![
                 set(READY, False, error.reason(), message.clone()),
                 set(STALLED, True, error.reason(), message),
@@ -146,7 +159,10 @@ fn outcome_changes(previous: &DatabaseConnectionStatus, outcome: &Outcome<'_>) -
                 set(READY, False, reason, message.clone()),
                 set(CREDENTIALS_VALID, False, reason, message.clone()),
             ];
-            if matches!(error, CredentialsError::SecretNotFound { .. } | CredentialsError::Api { .. }) {
+            if matches!(
+                error,
+                CredentialsError::SecretNotFound { .. } | CredentialsError::Api { .. }
+            ) {
                 // A Secret created after its DatabaseConnection is the normal GitOps order: wait.
                 changes.push(set(RECONCILING, True, reason, message));
                 changes.push(Change::Remove(STALLED));
@@ -167,9 +183,27 @@ fn outcome_changes(previous: &DatabaseConnectionStatus, outcome: &Outcome<'_>) -
                 format!(" ({})", server.edition)
             };
             vec![
-                set(READY, True, "Connected", format!("Connected to {} {}{edition} at {endpoint}.", server.agent, server.version)),
-                set(REACHABLE, True, "Connected", format!("{endpoint} answered the last probe.")),
-                set(CREDENTIALS_VALID, True, "Authenticated", format!("Logged in as {user:?}.")),
+                set(
+                    READY,
+                    True,
+                    "Connected",
+                    format!(
+                        "Connected to {} {}{edition} at {endpoint}.",
+                        server.agent, server.version
+                    ),
+                ),
+                set(
+                    REACHABLE,
+                    True,
+                    "Connected",
+                    format!("{endpoint} answered the last probe."),
+                ),
+                set(
+                    CREDENTIALS_VALID,
+                    True,
+                    "Authenticated",
+                    format!("Logged in as {user:?}."),
+                ),
                 Change::Remove(RECONCILING),
                 Change::Remove(STALLED),
             ]
@@ -280,6 +314,16 @@ mod tests {
             failure_threshold: 3,
         };
         desired(previous, &outcome, &Facts::default(), Some(1), now())
+    }
+
+    fn suspended(previous: &DatabaseConnectionStatus) -> DatabaseConnectionStatus {
+        desired(
+            previous,
+            &Outcome::Suspended,
+            &Facts::default(),
+            Some(2),
+            now(),
+        )
     }
 
     fn unreachable() -> EngineError {
@@ -413,6 +457,49 @@ mod tests {
             "SecretKeyMissing"
         );
         assert!(find(&status.conditions, RECONCILING).is_none());
+    }
+
+    #[test]
+    fn suspended_has_no_ready_and_unknown_probes_whatever_came_before() {
+        let failing = failed(&connected(&Default::default()), &unreachable(), 5);
+        for previous in [Default::default(), connected(&Default::default()), failing] {
+            let status = suspended(&previous);
+            // Never Ready=True; and no Ready=False/Unknown either, which kstatus reads as InProgress.
+            assert!(find(&status.conditions, READY).is_none(), "{status:?}");
+            for type_ in [REACHABLE, CREDENTIALS_VALID] {
+                let c = find(&status.conditions, type_).unwrap();
+                assert_eq!(
+                    (c.status.as_str(), c.reason.as_str()),
+                    ("Unknown", "Suspended"),
+                    "{type_}"
+                );
+                assert!(
+                    c.message.contains("set spec.suspend to false"),
+                    "{}",
+                    c.message
+                );
+                assert_eq!(c.observed_generation, Some(2));
+            }
+            for type_ in [RECONCILING, STALLED] {
+                assert!(find(&status.conditions, type_).is_none(), "{type_}");
+            }
+            let again = desired(
+                &status,
+                &Outcome::Suspended,
+                &Facts::default(),
+                Some(2),
+                now(),
+            );
+            assert_eq!(again, status, "a second suspended reconcile writes nothing");
+        }
+    }
+
+    #[test]
+    fn resuming_reports_ready_again() {
+        let resumed = connected(&suspended(&connected(&Default::default())));
+        for type_ in [READY, REACHABLE, CREDENTIALS_VALID] {
+            assert_eq!(find(&resumed.conditions, type_).unwrap().status, "True");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #   testenv.sh stop SERVICE  stop one service (neo4j|postgres|apiserver|etcd), for fault tests
 #   testenv.sh start SERVICE start one service again
 #   testenv.sh kill SERVICE  crash one service (SIGKILL; PostgreSQL: immediate shutdown), for fault tests
+#   testenv.sh judges        build tests/gitops.rs' judges unless cached; print the binary's path
 set -euo pipefail
 
 TESTENV_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,21 +40,14 @@ source "$TESTENV_DIR/lib/etcd.sh"
 source "$TESTENV_DIR/lib/k8s.sh"
 source "$TESTENV_DIR/lib/neo4j.sh"
 source "$TESTENV_DIR/lib/postgres.sh"
+source "$TESTENV_DIR/lib/judges.sh"
 
 SERVICES=(etcd apiserver neo4j postgres)
-
-# tests/gitops.rs runs the Argo CD health check (Lua) in Debian's Lua 5.4.
-lua_install() {
-  command -v lua5.4 >/dev/null && return 0
-  [[ $EUID -eq 0 ]] || die "lua5.4 is needed by tests/gitops.rs (sudo apt-get install -y lua5.4)"
-  log "installing lua5.4 from Debian"
-  { apt-get update -qq && apt-get install -y -qq lua5.4 >/dev/null; } || die "apt-get install lua5.4 failed"
-}
 
 cmd_up() {
   # Build first (idempotent, cached), then start; a running service is left alone.
   etcd_build; k8s_build; neo4j_build; postgres_build
-  lua_install
+  judges_build >/dev/null
   for s in "${SERVICES[@]}"; do "${s}_start"; done
   cmd_env > "$STATE_DIR/env"
   cmd_env
@@ -84,5 +78,6 @@ case "${1:-}" in
   stop) "${2:?service}_stop" ;;
   start) "${2:?service}_start" ;;
   kill) "${2:?service}_kill" ;;
-  *) sed -n '2,13p' "$0"; exit 2 ;;
+  judges) judges_build ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
 esac

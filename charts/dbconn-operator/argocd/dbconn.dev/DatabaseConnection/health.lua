@@ -1,13 +1,15 @@
--- Argo CD health check for dbconn.dev/DatabaseConnection.
--- Install it as argocd-cm key resource.customizations.health.dbconn.dev_DatabaseConnection
--- (see this chart's README). Written for Argo CD's Lua 5.1 (gopher-lua); tests/gitops.rs runs
--- it with a real Lua interpreter over objects the operator wrote.
+-- Argo CD health check for dbconn.dev/DatabaseConnection, laid out as in Argo CD's
+-- resource_customizations (health_test.yaml and testdata/ beside it). Install it as argocd-cm key
+-- resource.customizations.health.dbconn.dev_DatabaseConnection (see the chart's README).
+-- Written for Argo CD's Lua 5.1 (gopher-lua) with only its base, table, package and os
+-- libraries; tests/gitops.rs runs it that way, over health_test.yaml and over objects the
+-- operator wrote.
 --
 --   no status yet, or status.observedGeneration < metadata.generation   Progressing
 --   Ready=True                                                           Healthy
 --   Stalled=True (needs a person: wrong password, bad spec, missing key) Degraded, Ready's message
 --   Reconciling=True (waiting for a Secret, retrying a server)           Progressing
---   spec.suspend                                                         Suspended
+--   spec.suspend (no Ready condition; Reachable says how to resume)      Suspended
 --   Ready=False otherwise                                                Degraded
 --   no Ready condition yet, or Ready=Unknown                             Progressing
 local hs = {}
@@ -77,7 +79,8 @@ if is_true(reconciling) then
 end
 if obj.spec ~= nil and obj.spec.suspend == true then
   hs.status = "Suspended"
-  hs.message = message_of(ready, "Health checks are suspended by spec.suspend")
+  local reachable = condition(status.conditions, "Reachable")
+  hs.message = message_of(ready, message_of(reachable, "Probes are suspended by spec.suspend"))
   return hs
 end
 if ready ~= nil and ready.status == "False" then
