@@ -44,9 +44,9 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            error.to_string().ends_with(
-                "reading Secret \"db\": the Kubernetes API did not answer within 3.0s"
-            ),
+            error
+                .to_string()
+                .ends_with("reading Secret \"db\": the Kubernetes API did not answer within 3.0s"),
             "{error}"
         );
     }
