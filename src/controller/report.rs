@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
     runtime::events::{Event, EventType},
@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::{Error, Reconciliation};
 use crate::{
     api::DatabaseConnectionStatus,
-    conditions::{self, BINDING_READY, READY, TLS_VERIFIED},
+    conditions::{self, BINDING_READY, REACHABLE, READY, TLS_VERIFIED},
     deadline,
     status::{self, Facts, Outcome},
     status_write::{self, ApiStatus, Written},
@@ -124,6 +124,18 @@ impl Reconciliation<'_> {
                 secondary: None,
             });
         }
+        // A suspended connection has no Ready to change: say so once, when probing stops.
+        if let Some(now) = suspended(next)
+            && suspended(previous).is_none()
+        {
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: "Suspended".into(),
+                note: Some(now.message.clone()),
+                action: "Suspend".into(),
+                secondary: None,
+            });
+        }
         // Once, when it starts (or starts again): `kubectl get events` and alerting on Warning
         // Events should show an unauthenticated server, not only the condition.
         if let Some(tls) = conditions::find(&next.conditions, TLS_VERIFIED)
@@ -155,4 +167,9 @@ impl Reconciliation<'_> {
             warn!(%error, reason = %event.reason, "cannot publish event");
         }
     }
+}
+
+/// The `Reachable` condition of a suspended connection, if it is one.
+fn suspended(status: &DatabaseConnectionStatus) -> Option<&Condition> {
+    conditions::find(&status.conditions, REACHABLE).filter(|c| c.reason == "Suspended")
 }
