@@ -10,7 +10,7 @@ use std::time::Instant;
 use common::{
     Harness, TestEnv, condition_reason, eventually, kubectl_ok,
     neo4j::{create_user, unique_user},
-    postgres, secret_yaml,
+    postgres, report, secret_yaml,
     tls::{CA, TlsEndpoint},
 };
 use dbconn_operator::api::DatabaseConnection;
@@ -58,8 +58,15 @@ async fn secret_ref_renamed(h: &Harness, engine: &str, uri: &str, user: &str, pa
     let obj = h.wait("app", "Ready", "True", Some("Connected")).await;
     let to_right = started.elapsed();
     assert_eq!(status_secret(&obj), "login-c");
-    println!(
-        "{engine}: secretRef renamed to a wrong login: AuthenticationFailed after {to_wrong:.1?}; renamed to a right one: Ready after {to_right:.1?}"
+    let detail = format!(
+        "to a wrong login: AuthenticationFailed after {to_wrong:.1?}; to a right one: Ready after {to_right:.1?}; status.credentials named each"
+    );
+    println!("{engine}: secretRef renamed {detail}");
+    report::record(
+        "lifecycle",
+        &format!("{engine}: spec.credentials.secretRef renamed both ways"),
+        "followed",
+        &detail,
     );
 }
 
@@ -135,9 +142,16 @@ async fn a_changed_ca_secret_ref_takes_effect() {
         },
     )
     .await;
-    println!(
-        "caSecretRef changed to the right CA: handshake completed after {:.1?}",
+    let detail = format!(
+        "TLSError with another CA; handshake completed {:.1?} after the reference changed",
         started.elapsed()
+    );
+    println!("caSecretRef changed: {detail}");
+    report::record(
+        "lifecycle",
+        "spec.tls.caSecretRef changed",
+        "followed",
+        &detail,
     );
 }
 
@@ -201,9 +215,16 @@ async fn a_recreated_connection_inherits_nothing_from_its_namesake() {
             obj.status
         );
     }
-    println!(
-        "deleted and recreated with a wrong password: {} status versions, never Ready=True; AuthenticationFailed after {settled:.1?}",
+    let detail = format!(
+        "{} status versions watched, none Ready=True; AuthenticationFailed after {settled:.1?}",
         seen.len()
+    );
+    println!("deleted and recreated with a wrong password: {detail}");
+    report::record(
+        "lifecycle",
+        "deleted while Ready, recreated under the same name with a wrong password",
+        "no false Ready",
+        &detail,
     );
 }
 
@@ -255,6 +276,7 @@ async fn a_delete_in_any_state_closes_the_pool_and_removes_the_series() {
         ("invalid", "False", "InvalidSpec"),
         ("suspended", "Unknown", "Suspended"),
     ];
+    let mut gone = Vec::new();
     for (name, status, reason) in states {
         // A suspended connection has no Ready condition (see README, GitOps health).
         let condition = if name == "suspended" {
@@ -295,6 +317,7 @@ async fn a_delete_in_any_state_closes_the_pool_and_removes_the_series() {
         })
         .await;
         println!("deleted while {reason}: series gone after {took:.1?}");
+        gone.push(format!("{reason} {took:.1?}"));
     }
     eventually("every pool to close", async || {
         h.operator.metric("dbconn_open_pools").await == 0.0
@@ -307,4 +330,10 @@ async fn a_delete_in_any_state_closes_the_pool_and_removes_the_series() {
             "the delete of {name} is logged by name"
         );
     }
+    report::record(
+        "lifecycle",
+        "deleted in every state",
+        "cleaned up",
+        &format!("series gone after: {}; no pool left open", gone.join(", ")),
+    );
 }
