@@ -8,7 +8,6 @@ mod common;
 use std::{path::Path, process::Command, sync::OnceLock};
 
 use common::{TestEnv, report};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/dbconn-operator");
@@ -49,8 +48,9 @@ fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<Value> {
         args.extend(["--set", s]);
     }
     let yaml = helm_ok(&args);
-    serde_yaml::Deserializer::from_str(&yaml)
-        .map(|doc| Value::deserialize(doc).expect("helm renders valid YAML"))
+    serde_saphyr::from_multiple::<Value>(&yaml)
+        .expect("helm renders valid YAML")
+        .into_iter()
         .filter(|doc| !doc.is_null())
         .collect()
 }
@@ -292,7 +292,7 @@ fn env_var<'a>(container: &'a Value, name: &str) -> &'a Value {
 
 fn chart_yaml() -> Value {
     let text = std::fs::read_to_string(Path::new(CHART).join("Chart.yaml")).unwrap();
-    serde_yaml::from_str(&text).expect("Chart.yaml is YAML")
+    serde_saphyr::from_str(&text).expect("Chart.yaml is YAML")
 }
 
 /// Applies the chart's ServiceAccount and RBAC for real, in namespaces of their own, and asks

@@ -24,7 +24,6 @@ use common::{
     neo4j::{create_user, unique_user},
     neo4j_connection_yaml, secret_yaml,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/dbconn-operator");
@@ -484,8 +483,9 @@ fn render(set: &[&str]) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let yaml = String::from_utf8(out.stdout).unwrap();
-    serde_yaml::Deserializer::from_str(&yaml)
-        .map(|doc| Value::deserialize(doc).expect("helm renders valid YAML"))
+    serde_saphyr::from_multiple::<Value>(&yaml)
+        .expect("helm renders valid YAML")
+        .into_iter()
         .filter(|doc| !doc.is_null())
         .collect()
 }
@@ -675,7 +675,7 @@ fn dashboard_configmap_renders_for_the_grafana_sidecar_and_is_accepted() {
 
 fn rules_file() -> Value {
     let text = std::fs::read_to_string(RULES).expect("read the rules file");
-    serde_yaml::from_str(&text).expect("the rules file is YAML")
+    serde_saphyr::from_str(&text).expect("the rules file is YAML")
 }
 
 fn alerts(groups: &Value) -> Vec<&Value> {
