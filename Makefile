@@ -14,9 +14,9 @@ down: ## stop the demo / test environment
 	-if [ -f /tmp/dbconn-testenv/operator.pid ]; then kill $$(cat /tmp/dbconn-testenv/operator.pid) 2>/dev/null; rm -f /tmp/dbconn-testenv/operator.pid; fi
 	bash tests/testenv/testenv.sh down
 
-crds: ## regenerate crds/ (and the chart's copy) from the Rust types
+crds: ## regenerate crds/ from the Rust types, and the chart's CRD template from crds/
 	cargo run --quiet --bin crdgen > crds/databaseconnections.dbconn.dev.yaml
-	cp crds/*.yaml charts/dbconn-operator/crds/
+	bash scripts/chart-crds.sh
 
 lint:
 	cargo fmt --all -- --check

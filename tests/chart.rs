@@ -8,12 +8,17 @@ mod common;
 use std::{path::Path, process::Command, sync::OnceLock};
 
 use common::{TestEnv, report};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/dbconn-operator");
 const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
-const CHART_CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/dbconn-operator/crds");
+/// The previous chart release (0.2.0, the CRD in crds/), packaged as users have it; a packaged
+/// copy rather than `git archive` of history, which a shallow clone would not have.
+const PREVIOUS_CHART: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/dbconn-operator-0.2.0.tgz"
+);
+const CRD: &str = "crd/databaseconnections.dbconn.dev";
 
 /// Release namespace and watched namespace of the dry runs. Fixed names, so repeated runs do
 /// not pile up namespaces (the test apiserver has no controller to delete them); dry runs
@@ -49,8 +54,9 @@ fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<Value> {
         args.extend(["--set", s]);
     }
     let yaml = helm_ok(&args);
-    serde_yaml::Deserializer::from_str(&yaml)
-        .map(|doc| Value::deserialize(doc).expect("helm renders valid YAML"))
+    serde_saphyr::from_multiple::<Value>(&yaml)
+        .expect("helm renders valid YAML")
+        .into_iter()
         .filter(|doc| !doc.is_null())
         .collect()
 }
@@ -92,11 +98,19 @@ fn dry_run_namespaces() {
     });
 }
 
-/// `kubectl apply --dry-run=server`: the apiserver runs defaulting, schema and strict field
-/// validation and admission (Pod Security included) and stores nothing. Warnings fail too.
+/// `kubectl apply --server-side --dry-run=server`: the apiserver runs defaulting, schema and
+/// strict field validation and admission (Pod Security included) and stores nothing. Warnings
+/// fail too. Server-side, because the CRD already exists, applied server-side by the tests.
 fn server_dry_run(docs: &[&Value]) {
     let out = common::kubectl(
-        &["apply", "--dry-run=server", "-f", "-"],
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-f",
+            "-",
+        ],
         Some(&as_list(docs)),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -137,6 +151,7 @@ fn default_render_is_accepted_by_the_apiserver() {
         [
             "ClusterRole",
             "ClusterRoleBinding",
+            "CustomResourceDefinition",
             "Deployment",
             "Service",
             "ServiceAccount",
@@ -157,6 +172,7 @@ fn ha_namespaced_render_is_accepted_by_the_apiserver() {
     assert_eq!(
         kinds(&docs),
         [
+            "CustomResourceDefinition",
             "Deployment",
             "PodDisruptionBudget",
             "Role",
@@ -292,7 +308,7 @@ fn env_var<'a>(container: &'a Value, name: &str) -> &'a Value {
 
 fn chart_yaml() -> Value {
     let text = std::fs::read_to_string(Path::new(CHART).join("Chart.yaml")).unwrap();
-    serde_yaml::from_str(&text).expect("Chart.yaml is YAML")
+    serde_saphyr::from_str(&text).expect("Chart.yaml is YAML")
 }
 
 /// Applies the chart's ServiceAccount and RBAC for real, in namespaces of their own, and asks
@@ -321,7 +337,8 @@ fn rbac_grants_what_the_operator_needs_and_no_more() {
     let sa = format!("system:serviceaccount:{release_ns}:ns-dbconn-operator");
     let (r, w) = (release_ns.as_str(), watch_ns.as_str());
     let dbconn = "databaseconnections.dbconn.dev";
-    let lease = "leases.coordination.k8s.io/dbconn-operator";
+    // The Lease is named after the release (leaderElection.leaseName defaults to the full name).
+    let lease = "leases.coordination.k8s.io/ns-dbconn-operator";
     let mut wrong = check(
         &sa,
         &[
@@ -466,6 +483,12 @@ async fn the_operator_runs_on_the_charts_rbac_alone() {
         &[&format!("watchNamespace={watch_ns},replicaCount=2")],
     );
     apply_rbac(&docs);
+    let deployment = of_kind(&docs, "Deployment")[0];
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let lease_name = env_var(container, "LEASE_NAME")["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let env = TestEnv::get();
     let kubeconfig = std::env::temp_dir().join(format!("dbconn-{release_ns}.kubeconfig"));
     let admin = std::fs::read_to_string(env.kubeconfig()).unwrap();
@@ -485,6 +508,8 @@ async fn the_operator_runs_on_the_charts_rbac_alone() {
         &[
             "--leader-election",
             "true",
+            "--lease-name",
+            &lease_name,
             "--lease-namespace",
             &release_ns,
             "--identity",
@@ -509,15 +534,7 @@ async fn the_operator_runs_on_the_charts_rbac_alone() {
     let ns = watch_ns.as_str();
     common::kubectl_ok(&["get", "secret", "graph-binding", "-n", ns], None);
     let lease = common::kubectl_ok(
-        &[
-            "get",
-            "lease",
-            "dbconn-operator",
-            "-n",
-            &release_ns,
-            "-o",
-            "json",
-        ],
+        &["get", "lease", &lease_name, "-n", &release_ns, "-o", "json"],
         None,
     );
     assert!(lease.contains("\"chart-rbac\""), "{lease}");
@@ -622,26 +639,166 @@ fn values_that_would_misconfigure_the_operator_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("leaderElection.enabled=false"));
 }
 
-/// Helm installs CRDs only from the chart's own crds/, so the chart carries a copy of the
-/// generated files. This keeps the copy exact and complete.
+/// The chart's CRD template is `crds/` (one source: `make crds` writes the template) plus the
+/// chart's labels and `helm.sh/resource-policy: keep`; `crds.create=false` leaves it out.
 #[test]
-fn chart_crds_are_a_copy_of_the_generated_crds() {
-    let names = |dir: &str| -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap_or_else(|e| panic!("read {dir}: {e}"))
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+fn chart_crd_is_the_generated_crd_kept_on_uninstall() {
+    let docs = render("dbconn", RELEASE_NS, &[]);
+    let mut crd = of_kind(&docs, "CustomResourceDefinition")[0].clone();
+    let metadata = crd["metadata"].as_object_mut().unwrap();
+    let annotations = metadata.remove("annotations").expect("annotations");
+    assert_eq!(annotations, json!({"helm.sh/resource-policy": "keep"}));
+    let labels = metadata.remove("labels").expect("labels");
+    assert_eq!(labels["app.kubernetes.io/component"], "crd");
+    let file = Path::new(CRDS).join("databaseconnections.dbconn.dev.yaml");
+    let generated: Value = serde_saphyr::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    assert!(
+        crd == generated,
+        "templates/crds.yaml differs from crds/: run `make crds` (or `bash scripts/chart-crds.sh`)"
+    );
+
+    let docs = render("dbconn", RELEASE_NS, &["crds.create=false"]);
+    assert!(of_kind(&docs, "CustomResourceDefinition").is_empty());
+}
+
+/// Every object, and the pod template, carries the recommended labels.
+#[test]
+fn every_object_has_the_recommended_labels() {
+    let all = "replicaCount=2,serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true";
+    let docs = render("dbconn", RELEASE_NS, &[all]);
+    let version = chart_yaml()["version"].as_str().unwrap().to_owned();
+    let mut checked = 0;
+    for doc in &docs {
+        let mut objects = vec![(doc["kind"].as_str().unwrap(), &doc["metadata"]["labels"])];
+        if doc["kind"] == "Deployment" {
+            objects.push((
+                "pod template",
+                &doc["spec"]["template"]["metadata"]["labels"],
+            ));
+        }
+        for (what, labels) in objects {
+            for (key, value) in [
+                ("app.kubernetes.io/name", "dbconn-operator"),
+                ("app.kubernetes.io/instance", "dbconn"),
+                ("app.kubernetes.io/version", env!("CARGO_PKG_VERSION")),
+                ("app.kubernetes.io/part-of", "dbconn-operator"),
+                ("app.kubernetes.io/managed-by", "Helm"),
+                ("helm.sh/chart", &format!("dbconn-operator-{version}")),
+            ] {
+                assert_eq!(labels[key], value, "{what}: label {key}");
+            }
+            assert!(
+                labels["app.kubernetes.io/component"].is_string(),
+                "{what}: no component label"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, docs.len() + 1);
+}
+
+/// Two releases in one namespace take different Leases; the value overrides the name.
+#[test]
+fn the_lease_is_named_after_the_release() {
+    let lease = |release: &str, set: &[&str]| {
+        let docs = render(release, RELEASE_NS, set);
+        let container =
+            &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+        let name = env_var(container, "LEASE_NAME")["value"].clone();
+        let role = of_kind(&docs, "Role")
+            .into_iter()
+            .find(|r| {
+                r["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("-leader-election")
+            })
+            .expect("the Lease Role");
+        assert_eq!(role["rules"][1]["resourceNames"], json!([name]));
+        name
     };
-    let fix = "after `make crds`, run `cp crds/*.yaml charts/dbconn-operator/crds/`";
-    assert_eq!(names(CRDS), names(CHART_CRDS), "{fix}");
-    for name in names(CRDS) {
-        let generated = std::fs::read(Path::new(CRDS).join(&name)).unwrap();
-        let copy = std::fs::read(Path::new(CHART_CRDS).join(&name)).unwrap();
-        assert!(
-            generated == copy,
-            "charts/dbconn-operator/crds/{name} differs from crds/{name}: {fix}"
+    assert_eq!(lease("a", &[HA]), "a-dbconn-operator");
+    assert_eq!(lease("b", &[HA]), "b-dbconn-operator");
+    assert_eq!(lease("dbconn-operator", &[HA]), "dbconn-operator");
+    assert_eq!(
+        lease("a", &[HA, "leaderElection.leaseName=shared"]),
+        "shared"
+    );
+}
+
+/// `helm upgrade` from the previous chart against the real apiserver: the CRD, which 0.2.0
+/// installed from crds/ outside the release, is taken over (`--take-ownership`, as the chart
+/// README says), a connection survives the upgrade, and both survive `helm uninstall`. No
+/// `--wait`: the test apiserver has no kubelet to run the pods.
+#[test]
+fn upgrade_from_the_previous_chart_takes_over_the_crd_and_uninstall_keeps_it() {
+    common::install_crd();
+    let id = format!("{:08x}", rand::random::<u32>());
+    let (release, ns) = (format!("up{id}"), format!("chart-upgrade-{id}"));
+    common::kubectl_ok(&["create", "namespace", &ns], None);
+    let _release = Release(release.clone(), ns.clone());
+    let _crd = ReleaseCrd;
+    helm_ok(&["install", &release, PREVIOUS_CHART, "-n", &ns]);
+    let connection = common::neo4j_connection_yaml("kept", "bolt://db:7687", "login");
+    common::kubectl_ok(&["apply", "-n", &ns, "-f", "-"], Some(&connection));
+
+    // Helm refuses to adopt an object it did not create unless told to.
+    let out = helm(&["upgrade", &release, CHART, "-n", &ns]);
+    assert!(!out.status.success(), "a plain upgrade adopted the CRD");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid ownership metadata"));
+    helm_ok(&["upgrade", &release, CHART, "-n", &ns, "--take-ownership"]);
+
+    let crd: Value =
+        serde_json::from_str(&common::kubectl_ok(&["get", CRD, "-o", "json"], None)).unwrap();
+    let annotations = &crd["metadata"]["annotations"];
+    assert_eq!(annotations["meta.helm.sh/release-name"], release.as_str());
+    assert_eq!(annotations["meta.helm.sh/release-namespace"], ns.as_str());
+    assert_eq!(annotations["helm.sh/resource-policy"], "keep");
+    let chart = format!(
+        "dbconn-operator-{}",
+        chart_yaml()["version"].as_str().unwrap()
+    );
+    assert_eq!(crd["metadata"]["labels"]["helm.sh/chart"], chart.as_str());
+    let manifest = helm_ok(&["get", "manifest", &release, "-n", &ns]);
+    assert!(manifest.contains("kind: CustomResourceDefinition"));
+    common::kubectl_ok(&["get", "dbconn", "kept", "-n", &ns], None);
+
+    helm_ok(&["uninstall", &release, "-n", &ns]);
+    let deployment = format!("deployment/{release}-dbconn-operator");
+    let out = common::kubectl(&["get", &deployment, "-n", &ns], None);
+    assert!(!out.status.success(), "uninstall left the Deployment");
+    common::kubectl_ok(&["get", CRD], None);
+    common::kubectl_ok(&["get", "dbconn", "kept", "-n", &ns], None);
+}
+
+/// Uninstalls the release if the test failed before it did.
+struct Release(String, String);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = helm(&["uninstall", &self.0, "-n", &self.1]);
+    }
+}
+
+/// Hands the shared apiserver's CRD back unowned, as `common::install_crd` left it, so the next
+/// install of the chart (here or elsewhere) is not refused for another release's ownership.
+struct ReleaseCrd;
+
+impl Drop for ReleaseCrd {
+    fn drop(&mut self) {
+        let annotations = [
+            "meta.helm.sh/release-name-",
+            "meta.helm.sh/release-namespace-",
+        ];
+        let _ = common::kubectl(&[&["annotate", CRD][..], &annotations].concat(), None);
+        let _ = common::kubectl(
+            &[
+                "label",
+                CRD,
+                "app.kubernetes.io/managed-by-",
+                "app.kubernetes.io/instance-",
+            ],
+            None,
         );
     }
 }

@@ -2,9 +2,8 @@
 //!
 //! - the Grafana dashboard and the Prometheus alerting rules name only metrics that
 //!   `src/metrics.rs` registers (read from its source, so a renamed metric fails here), render
-//!   from the chart (promtool is not part of the test environment: building it from the module
-//!   proxy takes ~20 minutes on 2 cores; `tests/fixtures/` holds rule unit tests to run with it
-//!   by hand: `promtool test rules tests/fixtures/dbconn-operator.rules.test.yaml`);
+//!   from the chart, and the rules pass `promtool check rules` and the unit tests in
+//!   `tests/fixtures/` (`promtool test rules`, promtool from the test environment);
 //! - how Argo CD and Flux read a DatabaseConnection's health, judged by the tools' own code
 //!   (`gitops/judges.rs`): the Argo CD health check's own cases (`gitops/health.rs`), and every
 //!   state the real operator writes (`gitops/states.rs`); and the README's argocd-cm command
@@ -29,7 +28,6 @@ use std::{
 };
 
 use common::{Harness, TestEnv, kubectl, kubectl_ok};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/dbconn-operator");
@@ -42,6 +40,11 @@ const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/charts/dbconn-operator/prometheus/dbconn-operator.rules.yaml"
 );
+const RULE_TESTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/dbconn-operator.rules.test.yaml"
+);
+const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
 /// Namespace of the server-side dry runs; fixed, so repeated runs do not pile up namespaces.
 const DRY_RUN_NS: &str = "dbconn-gitops";
 
@@ -374,7 +377,10 @@ fn skip_group(chars: &[char], start: usize, open: char, close: char) -> usize {
 
 /// The metric names in `expr` that the operator does not export; fails when `expr` names none.
 fn unknown_metrics(what: &str, expr: &str) -> Vec<String> {
-    unknown_metrics_in(&exported().names(), what, expr)
+    let mut known = exported().names();
+    // Prometheus' own per-target series, which the absent-operator alert reads.
+    known.insert("up".into());
+    unknown_metrics_in(&known, what, expr)
 }
 
 fn unknown_metrics_in(known: &BTreeSet<String>, what: &str, expr: &str) -> Vec<String> {
@@ -425,7 +431,11 @@ fn a_metric_renamed_in_the_source_is_caught() {
     let known = renamed.names();
     assert!(known.contains("dbconn_connection_ok"));
     let rules = rules_file();
-    let unknown = unknown_metrics_in(&known, "rule", alerts(&rules)[0]["expr"].as_str().unwrap());
+    let down = alerts(&rules)
+        .into_iter()
+        .find(|a| a["alert"] == "DbconnConnectionDown")
+        .expect("the ConnectionDown alert");
+    let unknown = unknown_metrics_in(&known, "rule", down["expr"].as_str().unwrap());
     assert_eq!(
         unknown,
         [
@@ -483,8 +493,9 @@ fn render(set: &[&str]) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let yaml = String::from_utf8(out.stdout).unwrap();
-    serde_yaml::Deserializer::from_str(&yaml)
-        .map(|doc| Value::deserialize(doc).expect("helm renders valid YAML"))
+    serde_saphyr::from_multiple::<Value>(&yaml)
+        .expect("helm renders valid YAML")
+        .into_iter()
         .filter(|doc| !doc.is_null())
         .collect()
 }
@@ -567,6 +578,7 @@ fn dashboard_panels_query_only_metrics_the_operator_exports() {
                 .unwrap_or_else(|| panic!("{title}: a target without expr"));
             unknown.extend(unknown_metrics(title, expr));
             used.extend(promql_metric_names(expr));
+            assert_filters(title, expr);
         }
     }
     // The variables' queries, label_values(SELECTOR, LABEL).
@@ -606,6 +618,46 @@ fn dashboard_panels_query_only_metrics_the_operator_exports() {
     ] {
         assert!(used.contains(needed), "no dashboard panel shows {needed}");
     }
+}
+
+/// Operator-wide series: no connection labels, so no connection `namespace` to filter by.
+const OPERATOR_SERIES: [&str; 5] = [
+    "dbconn_reconciles_total",
+    "dbconn_reconcile_errors_total",
+    "dbconn_reconcile_duration_seconds_bucket",
+    "dbconn_status_writes_total",
+    "dbconn_open_pools",
+];
+
+/// Every series a panel reads is filtered by the `job` variable, and per-connection series by
+/// the `namespace` variable as well.
+fn assert_filters(title: &str, expr: &str) {
+    for name in promql_metric_names(expr) {
+        for (at, _) in expr.match_indices(name.as_str()) {
+            let selector = &expr[at + name.len()..];
+            let wanted = if OPERATOR_SERIES.contains(&name.as_str()) {
+                r#"{job=~"$job""#
+            } else {
+                r#"{job=~"$job", namespace=~"$namespace""#
+            };
+            assert!(
+                selector.starts_with(wanted),
+                "{title}: {name} is not filtered by {wanted}: {expr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dashboard_has_job_and_namespace_variables() {
+    let dashboard = dashboard();
+    let names: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["datasource", "job", "namespace", "name"]);
 }
 
 #[test]
@@ -674,7 +726,7 @@ fn dashboard_configmap_renders_for_the_grafana_sidecar_and_is_accepted() {
 
 fn rules_file() -> Value {
     let text = std::fs::read_to_string(RULES).expect("read the rules file");
-    serde_yaml::from_str(&text).expect("the rules file is YAML")
+    serde_saphyr::from_str(&text).expect("the rules file is YAML")
 }
 
 fn alerts(groups: &Value) -> Vec<&Value> {
@@ -695,6 +747,7 @@ fn alert_rules_query_only_metrics_the_operator_exports_and_say_what_to_do() {
         .map(|a| a["alert"].as_str().unwrap())
         .collect();
     let mut expected = vec![
+        "DbconnOperatorAbsent",
         "DbconnConnectionDown",
         "DbconnAuthenticationFailing",
         "DbconnReconcileErrors",
@@ -725,7 +778,11 @@ fn alert_rules_query_only_metrics_the_operator_exports_and_say_what_to_do() {
         "the alerts query metrics src/metrics.rs does not register:\n{}",
         unknown.join("\n")
     );
-    let down = alerts[0];
+    assert_eq!(
+        alerts[0]["expr"],
+        r#"absent(up{job="dbconn-operator-metrics"} == 1)"#
+    );
+    let down = alerts[1];
     assert_eq!(down["for"], "5m");
     assert!(
         down["expr"]
@@ -734,11 +791,108 @@ fn alert_rules_query_only_metrics_the_operator_exports_and_say_what_to_do() {
             .contains("dbconn_connection_up")
     );
     assert!(
-        alerts[1]["expr"]
+        alerts[2]["expr"]
             .as_str()
             .unwrap()
             .contains(r#"reason="AuthenticationFailed""#)
     );
+}
+
+/// `promtool ARGS` from the test environment; a missing promtool fails, it never skips.
+fn promtool(args: &[&str]) {
+    let bin = TestEnv::get().bin("promtool");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `bash tests/testenv/testenv.sh up`, which builds it",
+        bin.display()
+    );
+    let out = Command::new(&bin)
+        .args(args)
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn promtool_checks_the_rules_and_runs_their_unit_tests() {
+    promtool(&["check", "rules", RULES]);
+    promtool(&["test", "rules", RULE_TESTS]);
+    // Every alert has a unit test that fires it and one where it stays quiet.
+    let tests: Value = serde_saphyr::from_str(&std::fs::read_to_string(RULE_TESTS).unwrap())
+        .expect("the rule tests are YAML");
+    let cases: Vec<&Value> = tests["tests"]
+        .as_array()
+        .expect("tests")
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_array().expect("alert_rule_test"))
+        .collect();
+    for alert in alerts(&rules_file()) {
+        let name = alert["alert"].as_str().unwrap();
+        let of_alert = cases.iter().filter(|c| c["alertname"] == name);
+        let fired: Vec<bool> = of_alert
+            .map(|c| c["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()))
+            .collect();
+        assert!(fired.contains(&true), "{RULE_TESTS}: nothing fires {name}");
+        assert!(
+            fired.contains(&false),
+            "{RULE_TESTS}: {name} never stays quiet"
+        );
+    }
+}
+
+/// GitHub's anchor for a Markdown heading.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn every_alert_waits_has_a_severity_and_a_runbook_in_the_readme() {
+    let readme = std::fs::read_to_string(README).unwrap();
+    let anchors: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("#")
+                .map(|h| anchor(h.trim_start_matches('#')))
+        })
+        .collect();
+    let rules = rules_file();
+    let mut critical = Vec::new();
+    for alert in alerts(&rules) {
+        let name = alert["alert"].as_str().unwrap();
+        assert!(alert["for"].is_string(), "{name}: no `for:`");
+        let severity = alert["labels"]["severity"].as_str().unwrap_or_default();
+        assert!(
+            ["warning", "critical"].contains(&severity),
+            "{name}: severity {severity:?}"
+        );
+        if severity == "critical" {
+            critical.push(name);
+        }
+        let url = alert["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_default();
+        let section = url
+            .split_once("/README.md#")
+            .unwrap_or_else(|| panic!("{name}: runbook_url {url:?} is not a README section"))
+            .1;
+        assert!(
+            anchors.contains(section),
+            "{name}: README.md has no section #{section}"
+        );
+    }
+    // The operator being gone or failing is critical; a database being down is not.
+    assert_eq!(critical, ["DbconnOperatorAbsent", "DbconnReconcileErrors"]);
 }
 
 #[test]
@@ -758,8 +912,14 @@ fn prometheus_rule_renders_the_rules_file_with_extra_alert_labels() {
         "kube-prometheus-stack"
     );
 
-    // The same rules as the file, with team=databases added to each alert's labels.
-    let mut expected = rules_file();
+    // The same rules as the file, with this release's metrics job in the absent-operator alert
+    // (the Service's name, the job the ServiceMonitor gives) and team=databases on each alert.
+    let service = of_kind(&docs, "Service")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap();
+    let text = std::fs::read_to_string(RULES).unwrap();
+    let mut expected: Value =
+        serde_saphyr::from_str(&text.replace("dbconn-operator-metrics", service)).unwrap();
     for group in expected["groups"].as_array_mut().unwrap() {
         for alert in group["rules"].as_array_mut().unwrap() {
             alert["labels"]["team"] = json!("databases");

@@ -1,6 +1,9 @@
 //! Multi-document YAML as a GitOps repository holds it: each document's text and first line,
 //! its parsed value, and the line a field path points at, so problems read `file:line`.
 
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::{MessageFormatter, Spanned, UserMessageFormatter};
+
 /// One document of a YAML stream.
 #[derive(Debug)]
 pub struct Document {
@@ -12,38 +15,129 @@ pub struct Document {
 impl Document {
     /// The document as JSON, the form the apiserver validates; `Ok(None)` for an empty document.
     pub fn parse(&self) -> Result<Option<serde_json::Value>, (usize, String)> {
-        match serde_yaml::from_str::<Option<serde_json::Value>>(&self.text) {
+        match serde_saphyr::from_str::<Option<serde_json::Value>>(&self.text) {
             Ok(value) => Ok(value.filter(|v| !v.is_null())),
             Err(error) => {
                 let line = error.location().map_or(0, |l| l.line().saturating_sub(1));
-                Err((self.start_line + line, error.to_string()))
+                let line = usize::try_from(line).unwrap_or(0);
+                // The user-facing text without snippet or location: the report prints
+                // `file:line` itself, and a location here would count from the document's start.
+                let message = UserMessageFormatter.format_message(error.without_snippet());
+                let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+                Err((self.start_line + line, message))
             }
         }
     }
 
     /// The line of `path` (as `spec.schema.constraints[1].name`), or of the deepest part of it
-    /// found; the document's first line when nothing matches (flow style, say).
+    /// found; the document's first line when nothing matches. Lines come from the parser's
+    /// spans, so flow style (`spec: {uri: x}`) is located as well as block style.
     pub fn line_of(&self, path: &str) -> usize {
-        let lines: Vec<&str> = self.text.lines().collect();
-        let mut block = Block {
-            start: 0,
-            end: lines.len(),
+        // Parsed again only here: most documents have no problem to locate.
+        let Ok(root) = serde_saphyr::from_str::<Spanned<Node>>(&self.text) else {
+            return self.start_line;
         };
+        let mut node = &root;
         let mut found = None;
         for segment in segments(path) {
-            let hit = match segment {
-                Segment::Key(key) => block.find_key(&lines, key),
-                Segment::Index(index) => block.find_item(&lines, index),
-            };
-            match hit {
-                Some((line, inner)) => {
-                    found = Some(line);
-                    block = inner;
+            let hit = match (segment, &node.value) {
+                (Segment::Key(key), Node::Map(entries)) => entries
+                    .iter()
+                    .find(|(k, _)| k.value.0.as_deref() == Some(key))
+                    .map(|(k, v)| (line(k), v)),
+                (Segment::Index(index), Node::Seq(items)) => {
+                    items.get(index).map(|item| (line(item), item))
                 }
-                None => break,
-            }
+                _ => None,
+            };
+            let Some((at, inner)) = hit else { break };
+            found = Some(at);
+            node = inner;
         }
-        self.start_line + found.unwrap_or_else(|| first_content(&lines).unwrap_or(0))
+        self.start_line + found.unwrap_or_else(|| line(&root))
+    }
+}
+
+/// 0-based line of a node within its document.
+fn line<T>(node: &Spanned<T>) -> usize {
+    usize::try_from(node.referenced.line().saturating_sub(1)).unwrap_or(0)
+}
+
+/// The shape of a document with the place of each key and item, all `line_of` needs.
+enum Node {
+    Map(Vec<(Spanned<Key>, Spanned<Node>)>),
+    Seq(Vec<Spanned<Node>>),
+    Scalar,
+}
+
+/// A mapping key as text; `None` for a key that is not a scalar.
+struct Key(Option<String>);
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML node")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<Spanned<Key>>()? {
+            entries.push((key, map.next_value()?));
+        }
+        Ok(Node::Map(entries))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Seq(items))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_none<E>(self) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        Node::deserialize(d)
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Scalars as the text a field path spells them with; anything else matches no path.
+        Ok(Key(match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(text) => Some(text),
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) => None,
+            other => Some(other.to_string()),
+        }))
     }
 }
 
@@ -97,10 +191,6 @@ fn is_content(line: &str) -> bool {
     !trimmed.is_empty() && !trimmed.starts_with('#')
 }
 
-fn first_content(lines: &[&str]) -> Option<usize> {
-    lines.iter().position(|l| is_content(l))
-}
-
 enum Segment<'a> {
     Key(&'a str),
     Index(usize),
@@ -122,78 +212,6 @@ fn segments(path: &str) -> Vec<Segment<'_>> {
         }
     }
     out
-}
-
-/// Lines `[start, end)` holding one mapping or sequence.
-#[derive(Clone, Copy)]
-struct Block {
-    start: usize,
-    end: usize,
-}
-
-/// Indentation, and the column where the content starts after any `- ` item markers.
-fn columns(line: &str) -> (usize, usize) {
-    let indent = line.len() - line.trim_start_matches(' ').len();
-    let mut column = indent;
-    let mut rest = &line[indent..];
-    while let Some(after) = rest.strip_prefix("- ") {
-        let spaces = after.len() - after.trim_start_matches(' ').len();
-        column += 2 + spaces;
-        rest = &after[spaces..];
-    }
-    (indent, column)
-}
-
-fn key_of(line: &str) -> Option<&str> {
-    let (_, column) = columns(line);
-    let rest = &line[column..];
-    let (key, _) = rest.split_once(':')?;
-    Some(key.trim().trim_matches(['"', '\'']))
-}
-
-impl Block {
-    /// The line of `key` among this mapping's own keys, and the block of its value.
-    fn find_key(self, lines: &[&str], key: &str) -> Option<(usize, Block)> {
-        let first = (self.start..self.end).find(|&i| is_content(lines[i]))?;
-        let (_, column) = columns(lines[first]);
-        let line = (first..self.end).find(|&i| {
-            is_content(lines[i]) && columns(lines[i]).1 == column && key_of(lines[i]) == Some(key)
-        })?;
-        // The value runs until the next line at this column or less (a sibling key), except for
-        // sequence items written at the key's own indentation.
-        let end = (line + 1..self.end)
-            .find(|&i| {
-                let l = lines[i];
-                if !is_content(l) {
-                    return false;
-                }
-                let (indent, _) = columns(l);
-                indent < column || (indent == column && !l[indent..].starts_with("- "))
-            })
-            .unwrap_or(self.end);
-        Some((
-            line,
-            Block {
-                start: line + 1,
-                end,
-            },
-        ))
-    }
-
-    /// The line of item `index` of this sequence, and the block of that item.
-    fn find_item(self, lines: &[&str], index: usize) -> Option<(usize, Block)> {
-        let first = (self.start..self.end).find(|&i| is_content(lines[i]))?;
-        let (indent, _) = columns(lines[first]);
-        let items: Vec<usize> = (first..self.end)
-            .filter(|&i| {
-                let l = lines[i];
-                is_content(l) && columns(l).0 == indent && l[indent..].starts_with("- ")
-            })
-            .collect();
-        let line = *items.get(index)?;
-        let end = items.get(index + 1).copied().unwrap_or(self.end);
-        Some((line, Block { start: line, end }))
-    }
 }
 
 #[cfg(test)]
@@ -237,9 +255,25 @@ mod tests {
     }
 
     #[test]
+    fn finds_lines_in_flow_style() {
+        let doc = &split(
+            "kind: DatabaseConnection\nspec: {uri: \"bolt://db\",\n  schema: {constraints: [{name: a},\n    {name: b, properties: [x, y]}]},\n  pool: {maxSize: 0}}\n",
+        )[0];
+        let line = |path| doc.line_of(path);
+        assert_eq!(line("spec.uri"), 2);
+        assert_eq!(line("spec.schema.constraints[0].name"), 3);
+        assert_eq!(line("spec.schema.constraints[1]"), 4);
+        assert_eq!(line("spec.schema.constraints[1].properties[1]"), 4);
+        assert_eq!(line("spec.pool.maxSize"), 5);
+        assert_eq!(line("spec.pool.fetchSize"), 5);
+        assert_eq!(line("metadata.name"), 1);
+    }
+
+    #[test]
     fn parse_errors_carry_the_line_in_the_file() {
         let docs = split("a: 1\n---\nkey: [unclosed\nnext: 1\n");
         let (line, message) = docs[1].parse().unwrap_err();
         assert!(line >= 3, "line {line}: {message}");
+        assert!(!message.contains('\n'), "one line: {message}");
     }
 }

@@ -34,14 +34,14 @@ struct Expected {
 fn cases() -> Vec<(HealthTest, Value)> {
     let dir = Path::new(HEALTH_DIR);
     let text = std::fs::read_to_string(dir.join("health_test.yaml")).unwrap();
-    let tests: HealthTests = serde_yaml::from_str(&text).expect("health_test.yaml");
+    let tests: HealthTests = serde_saphyr::from_str(&text).expect("health_test.yaml");
     tests
         .tests
         .into_iter()
         .map(|test| {
             let input = std::fs::read_to_string(dir.join(&test.input_path))
                 .unwrap_or_else(|e| panic!("{}: {e}", test.input_path));
-            let obj: Value = serde_yaml::from_str(&input).expect("a YAML object");
+            let obj: Value = serde_saphyr::from_str(&input).expect("a YAML object");
             (test, obj)
         })
         .collect()

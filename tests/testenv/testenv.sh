@@ -41,12 +41,13 @@ source "$TESTENV_DIR/lib/k8s.sh"
 source "$TESTENV_DIR/lib/neo4j.sh"
 source "$TESTENV_DIR/lib/postgres.sh"
 source "$TESTENV_DIR/lib/judges.sh"
+source "$TESTENV_DIR/lib/promtool.sh"
 
 SERVICES=(etcd apiserver neo4j postgres)
 
 cmd_up() {
   # Build first (idempotent, cached), then start; a running service is left alone.
-  etcd_build; k8s_build; neo4j_build; postgres_build
+  etcd_build; k8s_build; neo4j_build; postgres_build; promtool_build
   judges_build >/dev/null
   for s in "${SERVICES[@]}"; do "${s}_start"; done
   cmd_env > "$STATE_DIR/env"

@@ -24,11 +24,20 @@ contains the chart name. Truncated to 63 characters (the DNS label limit).
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels on every resource. */}}
+{{/*
+The recommended labels (app.kubernetes.io/*, helm.sh/chart) on every object, with component
+"operator"; objects of another component use commonLabels and add their own.
+*/}}
 {{- define "dbconn-operator.labels" -}}
+{{ include "dbconn-operator.commonLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "dbconn-operator.commonLabels" -}}
 helm.sh/chart: {{ include "dbconn-operator.chart" . }}
 {{ include "dbconn-operator.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: dbconn-operator
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
@@ -78,11 +87,16 @@ false; auto means "more than one replica". Two replicas without election would b
 {{- end }}
 
 {{/*
-The Lease the operator takes; fixed in the operator (src/), so it is not a value. Two releases
-in one namespace share it, and only one of them would run: install each in its own namespace.
+The Lease the operator takes (LEASE_NAME): leaderElection.leaseName, or the full name, so two
+releases in one namespace each elect their own leader.
 */}}
 {{- define "dbconn-operator.leaseName" -}}
-dbconn-operator
+{{- default (include "dbconn-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/* The job label Prometheus gives the metrics Service's targets (the Service's name). */}}
+{{- define "dbconn-operator.metricsJob" -}}
+{{- default (printf "%s-metrics" (include "dbconn-operator.fullname" .)) .Values.prometheusRule.job }}
 {{- end }}
 
 {{/*
