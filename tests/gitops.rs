@@ -432,7 +432,11 @@ fn a_metric_renamed_in_the_source_is_caught() {
     let known = renamed.names();
     assert!(known.contains("dbconn_connection_ok"));
     let rules = rules_file();
-    let unknown = unknown_metrics_in(&known, "rule", alerts(&rules)[0]["expr"].as_str().unwrap());
+    let down = alerts(&rules)
+        .into_iter()
+        .find(|a| a["alert"] == "DbconnConnectionDown")
+        .unwrap();
+    let unknown = unknown_metrics_in(&known, "rule", down["expr"].as_str().unwrap());
     assert_eq!(
         unknown,
         [
