@@ -1,7 +1,8 @@
 //! The Helm chart in charts/dbconn-operator, checked with the test environment's helm and
 //! against its real kube-apiserver: lint, server-side dry runs (schemas, field validation, the
 //! "restricted" Pod Security admission), the RBAC it grants as the apiserver's authorizer sees
-//! it, the pod's hardening, and the CRD copy the chart ships.
+//! it, the pod's hardening, the labels, the CRD template, and `helm upgrade` from the previous
+//! chart release.
 
 mod common;
 

@@ -113,6 +113,12 @@ impl<'de> Visitor<'de> for NodeVisitor {
     fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
         Ok(Node::Scalar)
     }
+    fn visit_i128<E>(self, _: i128) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_u128<E>(self, _: u128) -> Result<Node, E> {
+        Ok(Node::Scalar)
+    }
     fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
         Ok(Node::Scalar)
     }
@@ -267,6 +273,9 @@ mod tests {
         assert_eq!(line("spec.pool.maxSize"), 5);
         assert_eq!(line("spec.pool.fetchSize"), 5);
         assert_eq!(line("metadata.name"), 1);
+        // A number too large for 64 bits does not lose the locations after it.
+        let doc = &split("spec:\n  big: 123456789012345678901234567890\n  uri: x\n")[0];
+        assert_eq!(doc.line_of("spec.uri"), 3);
     }
 
     #[test]
