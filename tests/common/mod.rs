@@ -402,14 +402,20 @@ impl Harness {
     /// A Secret with the test environment's Neo4j login and a connection `name` using it
     /// (see [`neo4j_connection_yaml`]), once the connection is Ready.
     pub async fn ready_neo4j(&self, name: &str, secret: &str) -> DatabaseConnection {
+        self.neo4j_login(secret);
+        let uri = TestEnv::get().neo4j_uri();
+        self.apply(&neo4j_connection_yaml(name, uri, secret));
+        self.wait(name, "Ready", "True", None).await
+    }
+
+    /// Secret `name` with the test environment's Neo4j login.
+    pub fn neo4j_login(&self, name: &str) {
         let env = TestEnv::get();
         self.apply(&secret_yaml(
-            secret,
+            name,
             env.var("NEO4J_USER"),
             env.neo4j_password(),
         ));
-        self.apply(&neo4j_connection_yaml(name, env.neo4j_uri(), secret));
-        self.wait(name, "Ready", "True", None).await
     }
 
     /// The resourceVersion of Secret `name` in this namespace.

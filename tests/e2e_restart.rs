@@ -1,0 +1,183 @@
+//! An operator restart costs nothing: the new process finds 51 healthy connections with status
+//! already true, probes them, and writes no status for any of them (no resourceVersion moves).
+//! After that it tells a Secret whose metadata alone changed (no reload) from a real rotation
+//! (one `CredentialsReloaded`).
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use common::{
+    Harness, Operator, TestEnv, condition_reason, events, eventually, kubectl_ok,
+    neo4j::{create_user, set_password, unique_user},
+    neo4j_connection_yaml, secret_yaml,
+};
+use dbconn_operator::api::DatabaseConnection;
+use kube::Api;
+
+/// Connections sharing Secret `login`, plus `rotating` on a login of its own.
+const SHARED: usize = 50;
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Each connection's resourceVersion and the Secret resourceVersion its status shows.
+async fn versions(api: &Api<DatabaseConnection>) -> BTreeMap<String, (String, String)> {
+    let list = api.list(&Default::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .map(|obj| {
+            let used = obj
+                .status
+                .as_ref()
+                .and_then(|s| s.credentials.as_ref())
+                .map(|c| c.secret_resource_version.clone())
+                .unwrap_or_default();
+            let version = obj.metadata.resource_version.clone().unwrap_or_default();
+            (obj.metadata.name.unwrap(), (version, used))
+        })
+        .collect()
+}
+
+async fn ready_count(api: &Api<DatabaseConnection>) -> usize {
+    let list = api.list(&Default::default()).await.unwrap();
+    list.items
+        .iter()
+        .filter(|obj| condition_reason(obj, "Ready") == "Connected")
+        .count()
+}
+
+/// /readyz answers 200 (the port may not be open yet).
+async fn is_ready(operator: &Operator) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", operator.http_port))
+        .await
+        .is_ok()
+        && operator.http_get("/readyz").await.0 == 200
+}
+
+async fn reloads(h: &Harness, name: &str) -> usize {
+    events(&h.client, &h.ns, "CredentialsReloaded")
+        .await
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .count()
+}
+
+#[tokio::test]
+async fn a_restarted_operator_writes_no_status_for_healthy_connections() {
+    let mut h = Harness::start("restart").await;
+    let env = TestEnv::get();
+    let user = unique_user("restart");
+    create_user(&user, "restart-old-1").await;
+    h.neo4j_login("login");
+    h.apply(&secret_yaml("rotating-login", &user, "restart-old-1"));
+    let manifests: Vec<String> = (0..SHARED)
+        .map(|i| neo4j_connection_yaml(&format!("graph-{i:02}"), env.neo4j_uri(), "login"))
+        .chain([neo4j_connection_yaml(
+            "rotating",
+            env.neo4j_uri(),
+            "rotating-login",
+        )])
+        .collect();
+    h.apply(&manifests.join("---\n"));
+    let total = SHARED + 1;
+    let api: Api<DatabaseConnection> = Api::namespaced(h.client.clone(), &h.ns);
+    let all_ready = eventually(&format!("{total} connections Ready under A"), async || {
+        ready_count(&api).await == total
+    })
+    .await;
+    println!("operator A: {total} connections Ready in {all_ready:?}");
+
+    h.operator.kill();
+    let before = versions(&api).await;
+    h.operator = Operator::start_with(&h.ns, "-b", &[]);
+    let started = Instant::now();
+    eventually("operator B to be ready", async || {
+        is_ready(&h.operator).await
+    })
+    .await;
+    let ready_after = started.elapsed();
+    eventually(&format!("B to probe all {total} connections"), async || {
+        h.operator.metric("dbconn_connection_up").await == total as f64
+    })
+    .await;
+    let probed_after = started.elapsed();
+    // The first minute of B: every connection probed several times (every 5 s), nothing written.
+    while started.elapsed() < WINDOW {
+        let writes = h.operator.metric("dbconn_status_writes_total").await;
+        assert_eq!(
+            writes,
+            0.0,
+            "B wrote status {writes} times at {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let writes = h.operator.metric("dbconn_status_writes_total").await;
+    let after = versions(&api).await;
+    let moved: Vec<_> = before
+        .iter()
+        .filter(|(name, version)| after.get(*name) != Some(version))
+        .map(|(name, _)| name)
+        .collect();
+    println!(
+        "operator B: ready after {ready_after:?}, all {total} probed after {probed_after:?}; in its first {WINDOW:?}: {} reconciles, {} probes, {writes} status writes, {} of {total} resourceVersions moved",
+        h.operator.metric("dbconn_reconciles_total").await,
+        h.operator
+            .metric("dbconn_probe_duration_seconds_count")
+            .await,
+        moved.len()
+    );
+    assert_eq!(writes, 0.0);
+    assert!(moved.is_empty(), "resourceVersions moved: {moved:?}");
+    assert_eq!(after.len(), total);
+
+    // A label on the shared Secret: a new resourceVersion, the same login.
+    kubectl_ok(
+        &["label", "secret", "login", "-n", &h.ns, "e2e/touched=yes"],
+        None,
+    );
+    let labelled = h.secret_version("login").await;
+    let shown = eventually("every status to show the labelled Secret", async || {
+        let now = versions(&api).await;
+        now.iter()
+            .filter(|(name, _)| name.starts_with("graph-"))
+            .all(|(_, (_, used))| *used == labelled)
+    })
+    .await;
+    assert_eq!(
+        h.operator.metric("dbconn_credential_reloads_total").await,
+        0.0
+    );
+    assert!(
+        events(&h.client, &h.ns, "CredentialsReloaded")
+            .await
+            .is_empty(),
+        "a label is not a new login"
+    );
+    println!(
+        "label on the shared Secret: status shows it after {shown:?}, {} status writes so far, 0 reloads",
+        h.operator.metric("dbconn_status_writes_total").await
+    );
+
+    // A real rotation, of the connection with a login of its own.
+    set_password(&user, "restart-new-2").await;
+    h.apply(&secret_yaml("rotating-login", &user, "restart-new-2"));
+    let rotated = h.secret_version("rotating-login").await;
+    eventually("rotating to be Ready on the new login", async || {
+        versions(&api).await.get("rotating").map(|(_, used)| used) == Some(&rotated)
+            && reloads(&h, "rotating").await == 1
+    })
+    .await;
+    assert_eq!(
+        h.operator.metric("dbconn_credential_reloads_total").await,
+        1.0
+    );
+    assert_eq!(reloads(&h, "rotating").await, 1);
+    let obj = api.get("rotating").await.unwrap();
+    assert_eq!(condition_reason(&obj, "Ready"), "Connected");
+    for password in ["restart-old-1", "restart-new-2"] {
+        h.assert_secret_never_exposed(password);
+    }
+}
