@@ -17,7 +17,7 @@ use kube::{
         watcher::{self, Event, watcher},
     },
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Context, error_policy, reconcile};
 use crate::{
@@ -101,6 +101,13 @@ pub async fn run(
                         ctx.metrics.reconcile_failed();
                         let namespace = obj.namespace.as_deref().unwrap_or_default();
                         warn!(%namespace, name = %obj.name, %error, "reconcile failed; will retry");
+                    }
+                    // 410 Gone: the watch's resourceVersion left the apiserver's window; kube
+                    // lists afresh, which is routine, not a fault.
+                    Err(controller::Error::QueueError(watcher::Error::WatchError(status)))
+                        if status.code == 410 =>
+                    {
+                        debug!(%status, "watch expired; listing again");
                     }
                     Err(error) => warn!(%error, "controller error"),
                 }

@@ -519,11 +519,26 @@ pub fn assert_rejected(namespace: &str, cases: &[(&str, String, &str)]) {
     }
 }
 
-pub fn condition_reason(obj: &DatabaseConnection, type_: &str) -> String {
+fn condition<'a>(
+    obj: &'a DatabaseConnection,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     obj.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+/// The reason of condition `type_`, or "" when it is absent.
+pub fn condition_reason(obj: &DatabaseConnection, type_: &str) -> String {
+    condition(obj, type_)
         .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The status (True/False/Unknown) of condition `type_`, or "" when it is absent.
+pub fn condition_status(obj: &DatabaseConnection, type_: &str) -> String {
+    condition(obj, type_)
+        .map(|c| c.status.clone())
         .unwrap_or_default()
 }
 
@@ -541,12 +556,4 @@ pub async fn events(
         .into_iter()
         .filter(|event| event.reason.as_deref() == Some(reason))
         .collect()
-}
-
-pub fn condition_status(obj: &DatabaseConnection, type_: &str) -> String {
-    obj.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-        .map(|c| c.status.clone())
-        .unwrap_or_default()
 }
