@@ -14,6 +14,9 @@ const MIN_STEP: Duration = Duration::from_millis(50);
 pub struct LatencyTracker {
     recent: VecDeque<Duration>,
     recorded: Option<Duration>,
+    /// Started from status after a restart: the figure shown stands until a full window of
+    /// this process's own probes says otherwise (a few probes of a busy start are noise).
+    restored: bool,
 }
 
 impl LatencyTracker {
@@ -22,16 +25,22 @@ impl LatencyTracker {
     pub fn restored(shown: Option<&str>) -> Self {
         let mut tracker = Self::default();
         tracker.shown(shown);
+        tracker.restored = tracker.recorded.is_some();
         tracker
     }
 
     /// Compares from now on against the figure status shows (e.g. `3ms`), whoever wrote it: a
     /// figure forged by another writer, or one whose write failed, is not mistaken for the truth.
     pub fn shown(&mut self, shown: Option<&str>) {
-        self.recorded = shown.and_then(|text| match text.strip_suffix("µs") {
+        let figure = shown.and_then(|text| match text.strip_suffix("µs") {
             Some(micros) => micros.parse().ok().map(Duration::from_micros),
             None => crate::duration::parse(text).ok(),
         });
+        if figure != self.recorded {
+            // Someone else's figure (or none): not the one carried over a restart.
+            self.restored = false;
+        }
+        self.recorded = figure;
     }
 
     /// The typical latency including a probe that had to open its connection first: that one
@@ -62,6 +71,9 @@ impl LatencyTracker {
         let Some(recorded) = self.recorded else {
             return true;
         };
+        if self.restored && self.recent.len() < WINDOW {
+            return false;
+        }
         let (low, high) = if recorded < typical {
             (recorded, typical)
         } else {
@@ -97,7 +109,10 @@ mod tests {
     fn status_figures_are_read_back_after_a_restart() {
         let tracker = LatencyTracker::restored(Some("850µs"));
         assert!(!tracker.worth_recording(MS(2)));
-        let tracker = LatencyTracker::restored(Some("1.2s"));
+        let mut tracker = LatencyTracker::restored(Some("1.2s"));
+        for _ in 0..WINDOW {
+            tracker.observe(MS(2));
+        }
         assert!(tracker.worth_recording(MS(2)));
         assert!(LatencyTracker::restored(None).worth_recording(MS(2)));
     }
@@ -136,6 +151,17 @@ mod tests {
         let typical = tracker.observe_cold(MS(240));
         assert_eq!(typical, MS(3));
         assert!(!tracker.worth_recording(typical));
+    }
+
+    #[test]
+    fn after_a_restart_the_figure_shown_stands_until_a_full_window_disagrees() {
+        let mut tracker = LatencyTracker::restored(Some("3ms"));
+        for _ in 0..WINDOW - 1 {
+            let typical = tracker.observe(MS(400));
+            assert!(!tracker.worth_recording(typical), "a few busy probes are noise");
+        }
+        let typical = tracker.observe(MS(400));
+        assert!(tracker.worth_recording(typical), "a full window is not");
     }
 
     #[test]
