@@ -21,6 +21,8 @@ use kube::Api;
 /// Connections sharing Secret `login`, plus `rotating` on a login of its own.
 const SHARED: usize = 50;
 const WINDOW: Duration = Duration::from_secs(60);
+/// Probes per connection before A is stopped: more than the latency window of 5.
+const SETTLED_PROBES: usize = 7;
 
 /// Each connection's resourceVersion and the Secret resourceVersion its status shows.
 async fn versions(api: &Api<DatabaseConnection>) -> BTreeMap<String, (String, String)> {
@@ -88,6 +90,19 @@ async fn a_restarted_operator_writes_no_status_for_healthy_connections() {
     })
     .await;
     println!("operator A: {total} connections Ready in {all_ready:?}");
+    // A restart meets connections that have been running, not ones just opened: let A settle
+    // (status shows the typical latency of its warm probes, not the first, cold one).
+    let settled = eventually(
+        &format!("A to probe each connection {SETTLED_PROBES} times"),
+        async || {
+            h.operator
+                .metric("dbconn_probe_duration_seconds_count")
+                .await
+                >= (SETTLED_PROBES * total) as f64
+        },
+    )
+    .await;
+    println!("operator A: settled after {settled:?} more");
 
     h.operator.kill();
     let before = versions(&api).await;

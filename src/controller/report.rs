@@ -8,7 +8,7 @@ use kube::{
     Api, ResourceExt,
     runtime::events::{Event, EventType},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Error, Reconciliation};
 use crate::{
@@ -83,6 +83,7 @@ impl Reconciliation<'_> {
         match written {
             Ok(Some(Written { previous, next })) => {
                 self.ctx.metrics.status_written();
+                debug!(changed = ?changed_fields(&previous, &next), "status written");
                 self.announce(&previous, &next).await;
                 Ok(())
             }
@@ -172,4 +173,28 @@ impl Reconciliation<'_> {
 /// The `Reachable` condition of a suspended connection, if it is one.
 fn suspended(status: &DatabaseConnectionStatus) -> Option<&Condition> {
     conditions::find(&status.conditions, REACHABLE).filter(|c| c.reason == "Suspended")
+}
+
+/// Which parts of status a write changed, for the debug log.
+fn changed_fields(
+    previous: &DatabaseConnectionStatus,
+    next: &DatabaseConnectionStatus,
+) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |name, differs: bool| {
+        if differs {
+            changed.push(name);
+        }
+    };
+    check("conditions", previous.conditions != next.conditions);
+    check(
+        "observedGeneration",
+        previous.observed_generation != next.observed_generation,
+    );
+    check("server", previous.server != next.server);
+    check("probe", previous.probe != next.probe);
+    check("credentials", previous.credentials != next.credentials);
+    check("schema", previous.schema != next.schema);
+    check("binding", previous.binding != next.binding);
+    changed
 }
