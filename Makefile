@@ -1,5 +1,5 @@
 # The few commands people run; CI runs `make test`.
-.PHONY: demo test report down crds lint
+.PHONY: demo test report down crds lint image cluster-up cluster-down
 
 demo: ## control plane + databases + operator + examples, then `kubectl get dbconn`
 	bash scripts/demo.sh
@@ -13,6 +13,15 @@ report: ## fault, load, bad-input and security scenarios, printed as one table (
 down: ## stop the demo / test environment
 	-if [ -f /tmp/dbconn-testenv/operator.pid ]; then kill $$(cat /tmp/dbconn-testenv/operator.pid) 2>/dev/null; rm -f /tmp/dbconn-testenv/operator.pid; fi
 	bash tests/testenv/testenv.sh down
+
+image: ## the operator image, built here with buildah (scripts/image.sh); imported when the cluster runs
+	bash scripts/image.sh
+
+cluster-up: ## a single-node cluster that runs Pods (tests/testenv/lib/cluster.sh), beside the test environment
+	bash tests/testenv/testenv.sh cluster-up
+
+cluster-down: ## stop it and remove what it set up on the host
+	bash tests/testenv/testenv.sh cluster-down
 
 crds: ## regenerate crds/ (and the chart's copy) from the Rust types
 	cargo run --quiet --bin crdgen > crds/databaseconnections.dbconn.dev.yaml
