@@ -7,7 +7,7 @@
 # as an OCI archive and, when the cluster (testenv.sh cluster-up) runs, imported into it.
 #
 # Prints IMAGE=<reference> and IMAGE_ARCHIVE=<file> on stdout; logs go to stderr.
-# The tag is derived from the binary, so a rebuilt operator gets a new tag (helm upgrade rolls).
+# The tag is derived from the inputs, so a rebuilt operator gets a new tag (helm upgrade rolls).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,7 +29,8 @@ mkdir -p "$cache"
 
 nice -n 10 cargo build --release --locked --bin dbconn-operator >&2
 bin=$CARGO_TARGET_DIR/release/dbconn-operator
-tag=dev-$(sha256sum "$bin" | cut -c1-12)
+# Keyed by what it is built from: the binary, this recipe and the Dockerfile it reads.
+tag=dev-$(cat "$bin" "${BASH_SOURCE[0]}" Dockerfile | sha256sum | cut -c1-12)
 image=$repository:$tag
 archive=$cache/dbconn-operator-$tag.oci.tar
 
@@ -78,7 +79,7 @@ if [[ ! -f $archive ]]; then
   args=(--user "$user" --entrypoint "$entrypoint" --cmd '' --workingdir /
     --label "org.opencontainers.image.source=dbconn-operator"
     --label "org.opencontainers.image.version=$tag")
-  for p in "${ports[@]}"; do args+=(--port "$p"); done
+  for p in "${ports[@]}"; do [[ $p == */* ]] || p+=/tcp; args+=(--port "$p"); done
   b config "${args[@]}" "$c"
   b commit -q "$c" "$image" >/dev/null
   b push -q "$image" "oci-archive:$archive.tmp:$image"

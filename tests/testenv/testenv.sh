@@ -95,7 +95,7 @@ case "${1:-}" in
   cluster-up) cluster_up ;;
   cluster-down) cluster_down ;;
   cluster-status) cluster_status ;;
-  cluster-env) echo "KUBECONFIG=$STATE_DIR/kubeconfig"; echo "TESTENV_BIN_DIR=$BIN_DIR" ;;
+  cluster-env) printf '%s\n' "KUBECONFIG=$STATE_DIR/kubeconfig" "TESTENV_BIN_DIR=$BIN_DIR" "CLUSTER_ADDR=$CLUSTER_ADDR" ;;
   cluster-import) cluster_image_import "${2:?OCI archive}" ;;
   *) sed -n '2,20p' "$0"; exit 2 ;;
 esac

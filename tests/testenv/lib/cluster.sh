@@ -464,7 +464,7 @@ _cl_kill_leftovers() {
     while read -r p; do kill -9 "$p" 2>/dev/null || true; done
   sock=$(_cl_containerd_sock)
   for p in /proc/[0-9]*; do
-    if [[ $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) == *containerd-shim*"-address $sock"* ]]; then
+    if [[ $(tr '\0' ' ' 2>/dev/null <"$p/cmdline") == *containerd-shim*"-address $sock"* ]]; then
       kill -9 "${p#/proc/}" 2>/dev/null || true
     fi
   done
