@@ -29,8 +29,8 @@ kubectl=$TESTENV_BIN_DIR/kubectl
 helm=$TESTENV_BIN_DIR/helm
 addr=${CLUSTER_ADDR:-10.244.0.1}
 
-# scripts/image.sh imports the image into the running cluster and prints IMAGE=repo:tag.
-image=$(bash scripts/image.sh | sed -n 's/^IMAGE=//p')
+# scripts/image.sh imports the image into the running cluster and prints DBCONN_IMAGE=repo:tag.
+image=$(bash scripts/image.sh | sed -n 's/^DBCONN_IMAGE=//p')
 log "image $image"
 
 "$kubectl" create namespace "$namespace" --dry-run=client -o yaml | "$kubectl" apply -f - >/dev/null

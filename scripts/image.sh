@@ -6,7 +6,7 @@
 # (a plain copy, no RUN step: nothing runs a container or touches the network setup), written
 # as an OCI archive and, when the cluster (testenv.sh cluster-up) runs, imported into it.
 #
-# Prints IMAGE=<reference> and IMAGE_ARCHIVE=<file> on stdout; logs go to stderr.
+# Prints DBCONN_IMAGE=<reference> and DBCONN_IMAGE_ARCHIVE=<file> on stdout; logs go to stderr.
 # The tag is derived from the inputs, so a rebuilt operator gets a new tag (helm upgrade rolls).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -93,5 +93,5 @@ if [[ $status == *"containerd: running"* ]]; then
   log "imported into the cluster's containerd"
 fi
 log "done in $((SECONDS - started))s"
-echo "IMAGE=$image"
-echo "IMAGE_ARCHIVE=$archive"
+echo "DBCONN_IMAGE=$image"
+echo "DBCONN_IMAGE_ARCHIVE=$archive"
