@@ -5,7 +5,9 @@
 //! on the bridge address.
 //!
 //! Needs: `testenv.sh up` (databases), `testenv.sh cluster-up`, and DBCONN_IMAGE set to the
-//! reference scripts/image.sh printed (it imports the image into the cluster).
+//! reference scripts/image.sh printed (it imports the image into the cluster). Compiled with
+//! `--features incluster` only, so a plain `cargo test` does not need the cluster.
+#![cfg(feature = "incluster")]
 
 mod common;
 
