@@ -19,7 +19,7 @@ started=$SECONDS
 log() { printf '[cluster-demo] %s\n' "$*" >&2; }
 
 # The databases: start the plain environment only when something of it is stopped.
-if bash "$testenv" status | grep -q stopped; then bash "$testenv" up >/dev/null; fi
+if [[ $(bash "$testenv" status) == *stopped* ]]; then bash "$testenv" up >/dev/null; fi
 bash "$testenv" cluster-up
 set -a
 # shellcheck disable=SC1090
