@@ -24,7 +24,10 @@ set +a
 
 bash "$testenv" cluster-up
 echo "[test-incluster] cluster up at $((SECONDS - started))s"
-eval "export $(bash scripts/image.sh | grep '^DBCONN_IMAGE=')"
+image_env=$(bash scripts/image.sh)
+set -a
+eval "$image_env"   # DBCONN_IMAGE=... DBCONN_IMAGE_ARCHIVE=..., for tests/incluster.rs
+set +a
 echo "[test-incluster] image $DBCONN_IMAGE at $((SECONDS - started))s"
 
 cargo clippy --locked --features incluster --test incluster -- -D warnings

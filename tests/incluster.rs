@@ -5,7 +5,8 @@
 //! on the bridge address.
 //!
 //! Needs: `testenv.sh up` (databases), `testenv.sh cluster-up`, and DBCONN_IMAGE set to the
-//! reference scripts/image.sh printed (it imports the image into the cluster). Compiled with
+//! reference scripts/image.sh printed (it imports the image into the cluster), and
+//! DBCONN_IMAGE_ARCHIVE for the check against the Dockerfile. Compiled with
 //! `--features incluster` only, so a plain `cargo test` does not need the cluster.
 #![cfg(feature = "incluster")]
 
@@ -349,4 +350,62 @@ fn metrics_answer_through_the_metrics_service() {
         body.contains("dbconn_"),
         "no dbconn_ metrics at {ip}: {body}"
     );
+}
+
+/// `tar -xOf ARCHIVE MEMBER`: one file of the OCI archive.
+fn archive_member(archive: &str, member: &str) -> serde_json::Value {
+    let out = run(Command::new("tar").args(["-xOf", archive, member]));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{member} of {archive}: {e}"))
+}
+
+fn blob(archive: &str, digest: &serde_json::Value) -> serde_json::Value {
+    let digest = digest.as_str().expect("digest").replace(':', "/");
+    archive_member(archive, &format!("blobs/{digest}"))
+}
+
+#[test]
+fn image_built_here_agrees_with_the_dockerfile() {
+    let archive = std::env::var("DBCONN_IMAGE_ARCHIVE")
+        .expect("DBCONN_IMAGE_ARCHIVE is not set (scripts/image.sh prints it)");
+    let index = archive_member(&archive, "index.json");
+    let manifest = blob(&archive, &index["manifests"][0]["digest"]);
+    let config = blob(&archive, &manifest["config"]["digest"])["config"].clone();
+
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let lines: Vec<&str> = dockerfile.lines().collect();
+    let last_from = lines
+        .iter()
+        .rposition(|l| l.starts_with("FROM "))
+        .expect("a FROM line");
+    let stage = &lines[last_from..];
+    let arg = |instruction: &str| {
+        stage
+            .iter()
+            .filter_map(|l| l.strip_prefix(instruction))
+            .next_back()
+            .unwrap_or_else(|| panic!("no {instruction}in the final stage"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(config["User"], arg("USER "));
+    let entrypoint: serde_json::Value = serde_json::from_str(&arg("ENTRYPOINT ")).unwrap();
+    assert_eq!(config["Entrypoint"], entrypoint);
+    let mut exposed: Vec<String> = config["ExposedPorts"]
+        .as_object()
+        .map(|ports| ports.keys().cloned().collect())
+        .unwrap_or_default();
+    exposed.sort();
+    let mut declared: Vec<String> = arg("EXPOSE ")
+        .split_whitespace()
+        .map(|p| {
+            if p.contains('/') {
+                p.to_owned()
+            } else {
+                format!("{p}/tcp")
+            }
+        })
+        .collect();
+    declared.sort();
+    assert_eq!(exposed, declared);
 }
