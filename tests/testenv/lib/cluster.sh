@@ -13,8 +13,8 @@
 #   cluster_image_import FILE   import an OCI archive into the cluster's containerd (k8s.io)
 #
 # Traffic stays on the machine: everything listens on 127.0.0.1 or on the bridge's address,
-# which this script creates; Pods get a default route to the bridge and ip_forward stays off,
-# so nothing a Pod sends is routed out of the machine.
+# which this script creates; Pods get a default route to the bridge, and a FORWARD rule drops
+# whatever would be routed between the bridge and another interface.
 
 CLUSTER_NODE=${CLUSTER_NODE:-dbconn-node}
 CLUSTER_BRIDGE=${CLUSTER_BRIDGE:-dbconn0}
@@ -181,6 +181,12 @@ _cl_bridge_up() {
   ip link set "$CLUSTER_BRIDGE" up
   # Pod -> Service -> Pod on the same bridge must pass kube-proxy's DNAT rules.
   echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
+  # The CNI bridge plugin (isGateway) turns IP forwarding on; nothing may be routed between
+  # the bridge and any other interface, so Pod traffic ends on this machine.
+  iptables -N DBCONN-ISOLATE 2>/dev/null || iptables -F DBCONN-ISOLATE
+  iptables -A DBCONN-ISOLATE -i "$CLUSTER_BRIDGE" ! -o "$CLUSTER_BRIDGE" -j DROP
+  iptables -A DBCONN-ISOLATE -o "$CLUSTER_BRIDGE" ! -i "$CLUSTER_BRIDGE" -j DROP
+  iptables -C FORWARD -j DBCONN-ISOLATE 2>/dev/null || iptables -I FORWARD 1 -j DBCONN-ISOLATE
 }
 
 _cl_cni_config() {
@@ -484,7 +490,7 @@ _cl_unmount() {
   done
 }
 
-# _cl_iptables_clean: the chains kube-proxy, the kubelet and CNI portmap made (KUBE-*, CNI-*),
+# _cl_iptables_clean: the chains kube-proxy, the kubelet, CNI portmap and we made (KUBE-*, CNI-*, DBCONN-*),
 # with the jumps to them from the built-in chains, for IPv4 and IPv6.
 _cl_iptables_clean() {
   local ipt table rule chain
@@ -492,15 +498,15 @@ _cl_iptables_clean() {
     command -v "$ipt" >/dev/null || continue
     for table in filter nat mangle raw; do
       "$ipt" -t "$table" -S >/dev/null 2>&1 || continue
-      { "$ipt" -t "$table" -S | grep -E -- '^-A [A-Z]+ .*-j (KUBE-|CNI-)' | grep -Ev -- '^-A (KUBE-|CNI-)' || true; } |
+      { "$ipt" -t "$table" -S | grep -E -- '^-A [A-Z]+ .*-j (KUBE-|CNI-|DBCONN-)' | grep -Ev -- '^-A (KUBE-|CNI-|DBCONN-)' || true; } |
         while read -r rule; do
           # shellcheck disable=SC2086 # the rule is iptables-save syntax, split into its words
           eval "$ipt -t $table -D ${rule#-A }" 2>/dev/null || true
         done
-      for chain in $("$ipt" -t "$table" -S | awk '$1 == "-N" && $2 ~ /^(KUBE-|CNI-)/ { print $2 }'); do
+      for chain in $("$ipt" -t "$table" -S | awk '$1 == "-N" && $2 ~ /^(KUBE-|CNI-|DBCONN-)/ { print $2 }'); do
         "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
       done
-      for chain in $("$ipt" -t "$table" -S | awk '$1 == "-N" && $2 ~ /^(KUBE-|CNI-)/ { print $2 }'); do
+      for chain in $("$ipt" -t "$table" -S | awk '$1 == "-N" && $2 ~ /^(KUBE-|CNI-|DBCONN-)/ { print $2 }'); do
         "$ipt" -t "$table" -X "$chain" 2>/dev/null || true
       done
     done
