@@ -50,9 +50,11 @@ if [[ ! -f $archive ]]; then
   rootfs=$cache/runtime-$suite-$(date -u +%Y%m%d).tar
   if [[ ! -f $rootfs ]]; then
     t=$SECONDS
-    # The host's own apt sources: the same Debian archive (and security suite) apt-get uses.
-    mmdebstrap --quiet --variant=extract --include="$packages" "$suite" "$work/rootfs.tar" \
-      /etc/apt/sources.list.d/debian.sources
+    # The host's own apt sources when it has them (the same archive and security suite apt-get
+    # uses); otherwise mmdebstrap's default Debian mirror.
+    sources=()
+    if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then sources=(/etc/apt/sources.list.d/debian.sources); fi
+    mmdebstrap --quiet --variant=extract --include="$packages" "$suite" "$work/rootfs.tar" "${sources[@]}"
     mkdir "$work/root"
     tar -C "$work/root" -xf "$work/rootfs.tar"
     # No package manager, docs or device nodes in the image (the runtime provides /dev).
