@@ -482,6 +482,7 @@ _cl_unmount() {
   local m n
   awk -v d="$STATE_DIR/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
     while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"; done
+  [[ -f $STATE_DIR/netns.before ]] || return 0
   for n in /run/netns/cni-*; do
     [[ -e $n ]] || continue
     grep -qxF "${n##*/}" "$STATE_DIR/netns.before" 2>/dev/null && continue
@@ -517,13 +518,16 @@ _cl_iptables_clean() {
 _cl_cgroups_clean() {
   local h
   for h in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice; do
-    [[ -d $h ]] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null
+    if [[ -d $h ]]; then find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
   done
-  return 0
 }
 
 cluster_down() {
-  local f p
+  local f p ours=false
+  # What is machine-wide (Pod cgroups, netns, links, iptables chains, sysctls) is cleaned only
+  # when this state dir's cluster set it up: cluster_up writes the marker, the end of this
+  # function removes it. A down for another state dir must not touch a running cluster.
+  [[ -f $STATE_DIR/sysctl.saved ]] && ours=true
   for f in "${CLUSTER_FORWARDS[@]}"; do
     p=$STATE_DIR/forward-${f%%:*}.pid
     # socat forks a child per connection, all in its session: end the whole group.
@@ -537,11 +541,15 @@ cluster_down() {
   # A node object kept in etcd would read Ready at the next start before its kubelet runs.
   if pid_alive apiserver; then _cl_kubectl delete node "$CLUSTER_NODE" --wait=false >/dev/null 2>&1 || true; fi
   stop_pid containerd
-  _cl_kill_leftovers
+  if $ours; then _cl_kill_leftovers; fi
   _cl_unmount
   # The clients are gone, so no watch holds the apiserver up (it stops in about a second).
   stop_pid apiserver
   stop_pid etcd
+  if ! $ours; then
+    log "cluster down (it had set nothing up on the host)"
+    return 0
+  fi
   for p in $(ip -o link show master "$CLUSTER_BRIDGE" 2>/dev/null | awk -F': ' '{ print $2 }'); do
     ip link del "${p%@*}" 2>/dev/null || true
   done
@@ -549,9 +557,12 @@ cluster_down() {
   _cl_iptables_clean
   _cl_cgroups_clean
   if [[ -f $STATE_DIR/hostdirs.created ]]; then
-    while read -r p; do [[ -n $p ]] && rm -rf "$p"; done <"$STATE_DIR/hostdirs.created"
+    while read -r p; do
+      if [[ -n $p ]]; then rm -rf "$p"; fi
+    done <"$STATE_DIR/hostdirs.created"
     rm -f "$STATE_DIR/hostdirs.created"
   fi
+  rm -f "$STATE_DIR/netns.before"
   _cl_sysctls_restore
   log "cluster down"
 }
