@@ -53,6 +53,8 @@ source "$TESTENV_DIR/lib/k8s.sh"
 source "$TESTENV_DIR/lib/neo4j.sh"
 source "$TESTENV_DIR/lib/postgres.sh"
 source "$TESTENV_DIR/lib/judges.sh"
+source "$TESTENV_DIR/lib/cluster-pki.sh"
+source "$TESTENV_DIR/lib/cluster-host.sh"
 source "$TESTENV_DIR/lib/cluster.sh"
 
 SERVICES=(etcd apiserver neo4j postgres)

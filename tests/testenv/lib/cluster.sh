@@ -2,7 +2,8 @@
 # Cluster mode of the test environment: a single-node Kubernetes cluster that runs Pods, beside
 # (not instead of) the envtest-style control plane that `testenv.sh up` starts. Sourced by
 # testenv.sh after common.sh, etcd.sh and k8s.sh; testenv.sh gives it its own STATE_DIR and
-# ports, so both can run at once.
+# ports, so both can run at once. Its certificates are in cluster-pki.sh; what it sets up on the
+# machine and takes back (packages, sysctls, bridge, iptables, mounts) in cluster-host.sh.
 #
 #   cluster_up        install missing Debian packages, build what is missing, then start etcd,
 #                     the bridge, containerd, kube-apiserver, controller-manager, scheduler,
@@ -25,16 +26,6 @@ CLUSTER_SERVICE_CIDR=${CLUSTER_SERVICE_CIDR:-10.96.0.0/24}
 CLUSTER_SERVICE_IP=${CLUSTER_SERVICE_IP:-10.96.0.1}
 # The tag kubelet/containerd expect for the sandbox image (build/pause/Makefile of v1.34).
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.1
-CLUSTER_DEBS=(containerd runc containernetworking-plugins iptables conntrack socat buildah mmdebstrap gcc libc6-dev)
-# Saved before the first start and written back by cluster_down: ours (bridge-nf-call-iptables)
-# and those the kubelet (setupKernelTunables) and kube-proxy set.
-CLUSTER_SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.ipv4.conf.all.route_localnet
-  kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom
-  kernel.keys.root_maxkeys kernel.keys.root_maxbytes
-  net.netfilter.nf_conntrack_max net.netfilter.nf_conntrack_tcp_timeout_established
-  net.netfilter.nf_conntrack_tcp_timeout_close_wait)
-# Paths the kubelet creates whatever --root-dir says; removed by cluster_down when it made them.
-CLUSTER_HOST_DIRS=(/var/lib/kubelet /usr/libexec/kubernetes)
 CLUSTER_COMPONENTS=(etcd apiserver containerd controller-manager scheduler kubelet kube-proxy)
 # Database ports of the plain environment, forwarded from the bridge address so Pods reach them.
 CLUSTER_FORWARDS=("postgres:$POSTGRES_PORT" "neo4j:$NEO4J_BOLT_PORT")
@@ -43,177 +34,6 @@ _cl_containerd_sock() { echo "$STATE_DIR/containerd/containerd.sock"; }
 _cl_ctr() { ctr --address "$(_cl_containerd_sock)" -n k8s.io "$@"; }
 _cl_kubectl() { "$BIN_DIR/kubectl" --kubeconfig "$STATE_DIR/kubeconfig" "$@"; }
 _cl_prefix() { echo "${CLUSTER_POD_CIDR#*/}"; }
-
-cluster_packages() {
-  local missing=() p
-  for p in "${CLUSTER_DEBS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  ((${#missing[@]})) || return 0
-  log "installing ${missing[*]} (Debian)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
-
-# _cl_pki: once per STATE_DIR, a CA and one certificate per component (ECDSA P-256: a tenth of
-# the time RSA keys take). Made in a scratch dir, moved into place when complete.
-_cl_pki() {
-  local d=$STATE_DIR/pki tmp
-  [[ -f $d/sa.pub ]] && return 0
-  rm -rf "$d"
-  tmp=$(mktemp -d "$STATE_DIR/.pki.XXXXXX")
-  (
-    set -e
-    cd "$tmp"
-    cat >openssl.cnf <<EOF
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = dbconn-cluster-ca
-[ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign,digitalSignature
-subjectKeyIdentifier = hash
-[apiserver]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:$CLUSTER_ADDR,IP:$CLUSTER_SERVICE_IP
-[kubelet]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:$CLUSTER_NODE,IP:$CLUSTER_ADDR
-[client]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = clientAuth
-EOF
-    key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"; }
-    sign() { # NAME SUBJECT SECTION
-      key "$1.key"
-      openssl req -new -key "$1.key" -subj "$2" -out "$1.csr"
-      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
-        -days 3650 -extfile openssl.cnf -extensions "$3" -out "$1.crt" 2>/dev/null
-      rm -f "$1.csr"
-    }
-    key ca.key
-    openssl req -x509 -new -config openssl.cnf -extensions ca -key ca.key -days 3650 -out ca.crt
-    sign apiserver "/CN=kube-apiserver" apiserver
-    sign kubelet-serving "/CN=$CLUSTER_NODE" kubelet
-    sign admin "/O=system:masters/CN=admin" client
-    # The apiserver's client identity towards kubelets (logs, exec, port-forward).
-    sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" client
-    sign controller-manager "/CN=system:kube-controller-manager" client
-    sign scheduler "/CN=system:kube-scheduler" client
-    sign kubelet "/O=system:nodes/CN=system:node:$CLUSTER_NODE" client
-    sign kube-proxy "/CN=system:kube-proxy" client
-    key sa.key
-    openssl pkey -in sa.key -pubout -out sa.pub
-    chmod 600 ./*.key
-  ) || { rm -rf "$tmp"; die "making the cluster certificates failed"; }
-  mv "$tmp" "$d"
-}
-
-# _cl_kubeconfig NAME CERT SERVER: $STATE_DIR/NAME.kubeconfig for the client cert pki/CERT.
-_cl_kubeconfig() {
-  local d=$STATE_DIR/pki f=$STATE_DIR/$1
-  cat >"$f.tmp" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: dbconn-cluster
-  cluster:
-    server: $3
-    certificate-authority-data: $(base64 -w0 <"$d/ca.crt")
-users:
-- name: $2
-  user:
-    client-certificate-data: $(base64 -w0 <"$d/$2.crt")
-    client-key-data: $(base64 -w0 <"$d/$2.key")
-contexts:
-- name: dbconn-cluster
-  context:
-    cluster: dbconn-cluster
-    user: $2
-    namespace: default
-current-context: dbconn-cluster
-EOF
-  chmod 600 "$f.tmp"
-  mv -f "$f.tmp" "$f"
-}
-
-_cl_kubeconfigs() {
-  local server=https://$CLUSTER_ADDR:$APISERVER_PORT c
-  _cl_kubeconfig kubeconfig admin "$server"
-  for c in controller-manager scheduler kubelet kube-proxy; do
-    _cl_kubeconfig "$c.kubeconfig" "$c" "$server"
-  done
-}
-
-# _cl_sysctls_save: the values from before the first start (kept until cluster_down restores them).
-_cl_sysctls_save() {
-  local f=$STATE_DIR/sysctl.saved k p
-  [[ -f $f ]] && return 0
-  for k in "${CLUSTER_SYSCTLS[@]}"; do
-    p=/proc/sys/${k//.//}
-    if [[ -r $p ]]; then echo "$k=$(cat "$p")"; fi
-  done >"$f.tmp"
-  mv "$f.tmp" "$f"
-  for p in "${CLUSTER_HOST_DIRS[@]}"; do [[ -e $p ]] || echo "$p"; done >"$STATE_DIR/hostdirs.created"
-  # containerd 1.6 mounts Pod network namespaces under /run/netns, outside our dirs.
-  ls /run/netns 2>/dev/null >"$STATE_DIR/netns.before" || true
-}
-
-_cl_sysctls_restore() {
-  local f=$STATE_DIR/sysctl.saved k v
-  [[ -f $f ]] || return 0
-  while IFS='=' read -r k v; do
-    echo "$v" >"/proc/sys/${k//.//}" 2>/dev/null || log "could not restore $k=$v"
-  done <"$f"
-  rm -f "$f"
-}
-
-_cl_bridge_up() {
-  ip link show "$CLUSTER_BRIDGE" >/dev/null 2>&1 || ip link add "$CLUSTER_BRIDGE" type bridge
-  ip addr replace "$CLUSTER_ADDR/$(_cl_prefix)" dev "$CLUSTER_BRIDGE"
-  ip link set "$CLUSTER_BRIDGE" up
-  # Pod -> Service -> Pod on the same bridge must pass kube-proxy's DNAT rules.
-  echo 1 >/proc/sys/net/bridge/bridge-nf-call-iptables
-  # The CNI bridge plugin (isGateway) turns IP forwarding on; nothing may be routed between
-  # the bridge and any other interface, so Pod traffic ends on this machine.
-  iptables -N DBCONN-ISOLATE 2>/dev/null || iptables -F DBCONN-ISOLATE
-  iptables -A DBCONN-ISOLATE -i "$CLUSTER_BRIDGE" ! -o "$CLUSTER_BRIDGE" -j DROP
-  iptables -A DBCONN-ISOLATE -o "$CLUSTER_BRIDGE" ! -i "$CLUSTER_BRIDGE" -j DROP
-  iptables -C FORWARD -j DBCONN-ISOLATE 2>/dev/null || iptables -I FORWARD 1 -j DBCONN-ISOLATE
-}
-
-_cl_cni_config() {
-  mkdir -p "$STATE_DIR/cni/net.d" "$STATE_DIR/cni/ipam"
-  cat >"$STATE_DIR/cni/net.d/10-dbconn.conflist" <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "dbconn",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "$CLUSTER_BRIDGE",
-      "isGateway": true,
-      "ipMasq": false,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "dataDir": "$STATE_DIR/cni/ipam",
-        "ranges": [[{ "subnet": "$CLUSTER_POD_CIDR", "gateway": "$CLUSTER_ADDR" }]],
-        "routes": [{ "dst": "0.0.0.0/0" }]
-      }
-    },
-    { "type": "portmap", "capabilities": { "portMappings": true } }
-  ]
-}
-EOF
-}
 
 _cl_containerd_config() {
   local d=$STATE_DIR/containerd
@@ -460,66 +280,6 @@ _cl_drain() {
     sleep 0.2
   done
   log "containers still running after 60s; killing them"
-}
-
-# _cl_kill_leftovers: what outlives containerd: the processes left in the kubelet's Pod
-# cgroups, then the shims of our socket.
-_cl_kill_leftovers() {
-  local sock p
-  find /sys/fs/cgroup/*/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u |
-    while read -r p; do kill -9 "$p" 2>/dev/null || true; done
-  sock=$(_cl_containerd_sock)
-  for p in /proc/[0-9]*; do
-    if [[ $(tr '\0' ' ' 2>/dev/null <"$p/cmdline") == *containerd-shim*"-address $sock"* ]]; then
-      kill -9 "${p#/proc/}" 2>/dev/null || true
-    fi
-  done
-}
-
-# _cl_unmount: everything mounted under STATE_DIR (kubelet volumes, container rootfs, shm),
-# deepest first, and the Pod netns containerd made under /run/netns.
-_cl_unmount() {
-  local m n
-  awk -v d="$STATE_DIR/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-    while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"; done
-  [[ -f $STATE_DIR/netns.before ]] || return 0
-  for n in /run/netns/cni-*; do
-    [[ -e $n ]] || continue
-    grep -qxF "${n##*/}" "$STATE_DIR/netns.before" 2>/dev/null && continue
-    umount "$n" 2>/dev/null || true
-    rm -f "$n"
-  done
-}
-
-# _cl_iptables_clean: the chains kube-proxy, the kubelet, CNI portmap and we made (KUBE-*, CNI-*, DBCONN-*),
-# with the jumps to them from the built-in chains, for IPv4 and IPv6.
-_cl_iptables_clean() {
-  local ipt table rule chain
-  for ipt in iptables ip6tables; do
-    command -v "$ipt" >/dev/null || continue
-    for table in filter nat mangle raw; do
-      "$ipt" -t "$table" -S >/dev/null 2>&1 || continue
-      { "$ipt" -t "$table" -S | grep -E -- '^-A [A-Z]+ .*-j (KUBE-|CNI-|DBCONN-)' | grep -Ev -- '^-A (KUBE-|CNI-|DBCONN-)' || true; } |
-        while read -r rule; do
-          # shellcheck disable=SC2086 # the rule is iptables-save syntax, split into its words
-          eval "$ipt -t $table -D ${rule#-A }" 2>/dev/null || true
-        done
-      for chain in $("$ipt" -t "$table" -S | awk '$1 == "-N" && $2 ~ /^(KUBE-|CNI-|DBCONN-)/ { print $2 }'); do
-        "$ipt" -t "$table" -F "$chain" 2>/dev/null || true
-      done
-      for chain in $("$ipt" -t "$table" -S | awk '$1 == "-N" && $2 ~ /^(KUBE-|CNI-|DBCONN-)/ { print $2 }'); do
-        "$ipt" -t "$table" -X "$chain" 2>/dev/null || true
-      done
-    done
-  done
-}
-
-# _cl_cgroups_clean: the kubepods cgroups the kubelet made (cgroupfs driver, v1 hierarchies).
-_cl_cgroups_clean() {
-  local h
-  for h in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/*/kubepods.slice; do
-    if [[ -d $h ]]; then find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
-  done
 }
 
 cluster_down() {
