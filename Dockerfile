@@ -10,4 +10,6 @@ RUN cargo build --release --locked --bin dbconn-operator
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/dbconn-operator /usr/local/bin/dbconn-operator
 USER 65532:65532
+# The HTTP server (/metrics, /healthz, /readyz); the chart's http.port.
+EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/dbconn-operator"]

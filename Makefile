@@ -1,18 +1,34 @@
 # The few commands people run; CI runs `make test`.
-.PHONY: demo test report down crds lint
+.PHONY: demo demo-host test test-incluster report down crds lint image cluster-up cluster-down
 
-demo: ## control plane + databases + operator + examples, then `kubectl get dbconn`
+demo: ## the user's path: a single-node cluster, the image built here, `helm install` of the chart, examples, `kubectl get dbconn`
+	bash scripts/cluster-demo.sh
+
+demo-host: ## development: control plane + databases, the operator as a host process, examples, `kubectl get dbconn`
 	bash scripts/demo.sh
 
 test: ## the whole suite against the real test environment
 	bash scripts/test.sh
+
+test-incluster: ## the chart installed into the cluster, tested there (tests/incluster.rs); leaves the cluster running
+	bash scripts/test-incluster.sh
 
 report: ## fault, load, bad-input and security scenarios, printed as one table (scripts/reliability-report.sh)
 	bash scripts/reliability-report.sh
 
 down: ## stop the demo / test environment
 	-if [ -f /tmp/dbconn-testenv/operator.pid ]; then kill $$(cat /tmp/dbconn-testenv/operator.pid) 2>/dev/null; rm -f /tmp/dbconn-testenv/operator.pid; fi
+	bash tests/testenv/testenv.sh cluster-down
 	bash tests/testenv/testenv.sh down
+
+image: ## the operator image, built here with buildah (scripts/image.sh); imported when the cluster runs
+	bash scripts/image.sh
+
+cluster-up: ## a single-node cluster that runs Pods (tests/testenv/lib/cluster.sh), beside the test environment
+	bash tests/testenv/testenv.sh cluster-up
+
+cluster-down: ## stop it and remove what it set up on the host
+	bash tests/testenv/testenv.sh cluster-down
 
 crds: ## regenerate crds/ from the Rust types, and the chart's CRD template from crds/
 	cargo run --quiet --bin crdgen > crds/databaseconnections.dbconn.dev.yaml

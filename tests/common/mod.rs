@@ -2,6 +2,8 @@
 //! by `tests/testenv/testenv.sh up`, a namespace per test, and the operator as a real process.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+#[cfg(feature = "incluster")]
+pub mod cluster;
 pub mod fault;
 pub mod fuzz;
 pub mod neo4j;

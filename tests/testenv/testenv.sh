@@ -10,7 +10,19 @@
 #   testenv.sh start SERVICE start one service again
 #   testenv.sh kill SERVICE  crash one service (SIGKILL; PostgreSQL: immediate shutdown), for fault tests
 #   testenv.sh judges        build tests/gitops.rs' judges unless cached; print the binary's path
+#
+# Cluster mode (lib/cluster.sh): a single-node cluster that runs Pods, with its own state dir
+# (/tmp/dbconn-cluster) and ports, so it can run beside the environment above.
+#   testenv.sh cluster-up | cluster-down | cluster-status | cluster-env
+#   testenv.sh cluster-import FILE   load an OCI archive into the cluster's containerd
 set -euo pipefail
+
+case ${1:-} in
+  cluster-*)
+    : "${DBCONN_TESTENV_STATE:=/tmp/dbconn-cluster}"
+    : "${ETCD_PORT:=33790}" "${ETCD_PEER_PORT:=33800}" "${APISERVER_PORT:=26443}"
+    ;;
+esac
 
 TESTENV_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export TESTENV_DIR
@@ -42,6 +54,9 @@ source "$TESTENV_DIR/lib/neo4j.sh"
 source "$TESTENV_DIR/lib/postgres.sh"
 source "$TESTENV_DIR/lib/judges.sh"
 source "$TESTENV_DIR/lib/promtool.sh"
+source "$TESTENV_DIR/lib/cluster-pki.sh"
+source "$TESTENV_DIR/lib/cluster-host.sh"
+source "$TESTENV_DIR/lib/cluster.sh"
 
 SERVICES=(etcd apiserver neo4j postgres)
 
@@ -80,5 +95,10 @@ case "${1:-}" in
   start) "${2:?service}_start" ;;
   kill) "${2:?service}_kill" ;;
   judges) judges_build ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  cluster-up) cluster_up ;;
+  cluster-down) cluster_down ;;
+  cluster-status) cluster_status ;;
+  cluster-env) printf '%s\n' "KUBECONFIG=$STATE_DIR/kubeconfig" "TESTENV_BIN_DIR=$BIN_DIR" "CLUSTER_ADDR=$CLUSTER_ADDR" ;;
+  cluster-import) cluster_image_import "${2:?OCI archive}" ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
 esac

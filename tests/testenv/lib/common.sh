@@ -48,7 +48,10 @@ wait_for() {
 # `flock LOCK cargo test`, whose fault tests restart services) would stay locked until then.
 detached() {
   # shellcheck disable=SC2016 # expanded by the inner bash
-  exec bash -c 'for f in /proc/$$/fd/*; do n=${f##*/}; if ((n > 2)); then eval "exec $n>&-"; fi; done 2>/dev/null; exec "$@"' detached "$@"
+  # No redirection on the loop: bash would park the caller's stderr on a descriptor above 9
+  # for the loop's duration, the loop would close that copy, and stderr would stay /dev/null.
+  # [[ -e ]] skips the descriptor the glob itself had open.
+  exec bash -c 'for f in /proc/$$/fd/*; do n=${f##*/}; if ((n > 2)) && [[ -e $f ]]; then eval "exec $n>&-"; fi; done; exec "$@"' detached "$@"
 }
 
 # testenv_spawn NAME COMMAND...: run COMMAND in the background in its own session (so a

@@ -4,6 +4,7 @@
 #
 #   k8s_build          build kube-apiserver + kubectl (tests/testenv/k8s) and helm (tests/testenv/helm)
 #                      into versioned dirs under $CACHE_DIR unless there; link them into $BIN_DIR
+#   k8s_node_build     the same for kube-controller-manager, kube-scheduler, kubelet, kube-proxy
 #   apiserver_start    start kube-apiserver against etcd (no-op when running), wait for /readyz,
 #                      write $STATE_DIR/kubeconfig (admin, group system:masters)
 #   apiserver_stop     stop it (etcd and its data stay)
@@ -23,25 +24,47 @@ K8S_BUILD_TAGS=selinux,notest,grpcnotrace
 k8s_version() { testenv_mod_version "$TESTENV_DIR/k8s" k8s.io/kubernetes; }
 helm_version() { testenv_mod_version "$TESTENV_DIR/helm" helm.sh/helm/v3; }
 
+# _k8s_ldflags VERSION: what upstream's release build stamps into each binary (hack/lib/version.sh).
+_k8s_ldflags() {
+  local v=$1 major minor ldflags="" p k
+  major=${v#v}; major=${major%%.*}
+  minor=${v#v*.}; minor=${minor%%.*}
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    for k in "gitVersion=$v" "gitMajor=$major" "gitMinor=$minor" \
+      "gitCommit=$K8S_GIT_COMMIT" "gitTreeState=clean"; do
+      ldflags+=" -X $p.$k"
+    done
+  done
+  echo "$ldflags"
+}
+
 k8s_build() {
-  local v dir major minor ldflags="" p k
+  local v dir
   v=$(k8s_version)
   dir=$CACHE_DIR/k8s-$v
   if [[ ! -x $dir/kube-apiserver || ! -x $dir/kubectl ]]; then
-    major=${v#v}; major=${major%%.*}
-    minor=${v#v*.}; minor=${minor%%.*}
-    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-      for k in "gitVersion=$v" "gitMajor=$major" "gitMinor=$minor" \
-        "gitCommit=$K8S_GIT_COMMIT" "gitTreeState=clean"; do
-        ldflags+=" -X $p.$k"
-      done
-    done
-    testenv_go_build "$dir" "$TESTENV_DIR/k8s" "$K8S_BUILD_TAGS" "$ldflags" \
+    testenv_go_build "$dir" "$TESTENV_DIR/k8s" "$K8S_BUILD_TAGS" "$(_k8s_ldflags "$v")" \
       kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
       kubectl=k8s.io/kubernetes/cmd/kubectl
   fi
   testenv_link "$dir" kube-apiserver kubectl
   helm_build
+}
+
+# k8s_node_build: the components only cluster mode runs (lib/cluster.sh), into the same
+# versioned dir as the apiserver; `up` never builds them.
+K8S_NODE_TOOLS=(kube-controller-manager kube-scheduler kubelet kube-proxy)
+k8s_node_build() {
+  local v dir t specs=()
+  v=$(k8s_version)
+  dir=$CACHE_DIR/k8s-$v
+  for t in "${K8S_NODE_TOOLS[@]}"; do
+    [[ -x $dir/$t ]] || specs+=("$t=k8s.io/kubernetes/cmd/$t")
+  done
+  if ((${#specs[@]})); then
+    testenv_go_build "$dir" "$TESTENV_DIR/k8s" "$K8S_BUILD_TAGS" "$(_k8s_ldflags "$v")" "${specs[@]}"
+  fi
+  testenv_link "$dir" "${K8S_NODE_TOOLS[@]}"
 }
 
 helm_build() {

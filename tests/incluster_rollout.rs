@@ -1,0 +1,139 @@
+//! Rollouts of the chart in the cluster (see tests/incluster.rs for what it needs): two
+//! replicas with leader election, the leader Pod deleted and the other taking the Lease over
+//! (the gap is measured), then `helm upgrade` to a rebuilt image, which rolls the Deployment,
+//! with no Ready transition on a healthy connection. One test: it changes the one release.
+#![cfg(feature = "incluster")]
+
+mod common;
+
+use std::{
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    thread::sleep,
+    time::Duration,
+};
+
+use common::cluster::{Cluster, NAMESPACE, eventually, run, state_dir};
+
+const LEASE: &str = "dbconn-operator";
+
+fn output(cluster: &Cluster, args: &[&str]) -> String {
+    cluster
+        .tool("kubectl")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn lease_holder(cluster: &Cluster) -> String {
+    output(
+        cluster,
+        &[
+            "get",
+            "lease",
+            "-n",
+            NAMESPACE,
+            LEASE,
+            "--ignore-not-found",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+    )
+}
+
+/// "STATUS LAST-TRANSITION-TIME" of the Ready condition.
+fn ready(cluster: &Cluster, ns: &str, name: &str) -> String {
+    output(
+        cluster,
+        &[
+            "get",
+            "-n",
+            ns,
+            &format!("dbconn/{name}"),
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} \
+             {.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
+        ],
+    )
+}
+
+#[test]
+fn leader_failover_and_upgrade_keep_connections_ready() {
+    let cluster = Cluster::get();
+    let image = std::env::var("DBCONN_IMAGE").unwrap();
+    cluster.helm_upgrade(&image, &["replicaCount=2"]);
+    let ns = cluster.namespace("incluster-rollout");
+    cluster.postgres_connection(&ns.name, "orders", "");
+    cluster.wait_ready(&ns.name, "orders");
+    let before = ready(cluster, &ns.name, "orders");
+    assert!(before.starts_with("True "), "{before}");
+
+    // The leader Pod deleted: it releases the Lease on its way out, the standby takes it.
+    let mut leader = String::new();
+    eventually("a replica holds the Lease", || {
+        leader = lease_holder(cluster);
+        !leader.is_empty()
+    });
+    cluster.kubectl(&["delete", "pod", "-n", NAMESPACE, &leader, "--wait=false"]);
+    let gap = eventually("the other replica takes the Lease over", || {
+        let holder = lease_holder(cluster);
+        !holder.is_empty() && holder != leader
+    });
+    println!("leader {leader} deleted; the Lease changed hands {gap:?} later");
+
+    // A rebuilt image: the same binary under a new reference, so the Deployment rolls.
+    let rebuilt = format!("{image}-rebuilt");
+    let sock = format!("{}/containerd/containerd.sock", state_dir(cluster));
+    run(Command::new("ctr").args([
+        "--address",
+        &sock,
+        "-n",
+        "k8s.io",
+        "images",
+        "tag",
+        "--force",
+        &image,
+        &rebuilt,
+    ]));
+    let seen = Arc::new(Mutex::new(vec![before.clone()]));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (seen, stop, reads, ns) = (seen.clone(), stop.clone(), reads.clone(), ns.name.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let now = ready(Cluster::get(), &ns, "orders");
+                if !now.is_empty() {
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+                let mut seen = seen.lock().unwrap();
+                if !now.is_empty() && seen.last() != Some(&now) {
+                    seen.push(now);
+                }
+                drop(seen);
+                sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    cluster.helm_upgrade(&rebuilt, &["replicaCount=2"]);
+    // The new leader's first reconcile probes at once; give it time to write what it found.
+    sleep(Duration::from_secs(10));
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert!(
+        reads.load(Ordering::Relaxed) > 20,
+        "too few reads of the status"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![before],
+        "Ready changed during the upgrade"
+    );
+
+    // Back to the chart's defaults for the other in-cluster tests.
+    cluster.helm_upgrade(&image, &[]);
+}
