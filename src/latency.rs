@@ -158,7 +158,10 @@ mod tests {
         let mut tracker = LatencyTracker::restored(Some("3ms"));
         for _ in 0..WINDOW - 1 {
             let typical = tracker.observe(MS(400));
-            assert!(!tracker.worth_recording(typical), "a few busy probes are noise");
+            assert!(
+                !tracker.worth_recording(typical),
+                "a few busy probes are noise"
+            );
         }
         let typical = tracker.observe(MS(400));
         assert!(tracker.worth_recording(typical), "a full window is not");
