@@ -14,7 +14,10 @@ mod common;
 
 use std::process::Command;
 
-use common::cluster::{Cluster, NAMESPACE, container_pid, eventually, run};
+use common::{
+    cluster::{Cluster, NAMESPACE, container_pid, eventually, run},
+    tls::{CA, TlsEndpoint},
+};
 
 #[test]
 fn operator_pod_is_restricted_uid_65532_read_only_root() {
@@ -61,6 +64,44 @@ fn connection_becomes_ready_and_the_pod_logs_it() {
         logs.lines()
             .any(|l| l.contains(&marker) && l.contains("\"condition changed\""))
     });
+}
+
+/// The operator hands neo4rs the CA from spec.tls.caSecretRef as a file, which it writes under
+/// /tmp: the Pod's only writable place, an emptyDir beside the read-only root.
+#[test]
+fn a_custom_ca_is_used_from_the_read_only_pod() {
+    let cluster = Cluster::get();
+    let ns = cluster.namespace("incluster-ca");
+    let endpoint = TlsEndpoint::start_on(cluster.var("CLUSTER_ADDR"), false);
+    let ca = CA.trim_end().replace('\n', "\n    ");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: login\nstringData:\n  username: app\n  password: incluster-ca-pw-1\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata:\n  name: ca\nstringData:\n  ca.crt: |\n    {ca}\n---\n\
+         apiVersion: dbconn.dev/v1alpha1\nkind: DatabaseConnection\nmetadata:\n  name: tls\n\
+         spec:\n  engine: neo4j\n  uri: bolt+s://{addr}:{port}\n  credentials:\n    secretRef:\n      name: login\n\
+         \x20 tls:\n    caSecretRef:\n      name: ca\n",
+        addr = cluster.var("CLUSTER_ADDR"),
+        port = endpoint.port,
+    );
+    cluster.apply(&ns.name, &yaml);
+    // The endpoint speaks no Bolt: a completed handshake is the proof that the CA was used.
+    let took = eventually(
+        "a TLS handshake verified with the CA from the Secret",
+        || endpoint.handshakes() > 0,
+    );
+    eventually("a probe past TLS (any reason but TLSError)", || {
+        let reason = cluster.kubectl(&[
+            "get",
+            "dbconn",
+            "tls",
+            "-n",
+            &ns.name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}",
+        ]);
+        !reason.is_empty() && reason != "TLSError"
+    });
+    println!("custom CA from a Secret, read-only root: handshake after {took:?}");
 }
 
 #[test]

@@ -61,6 +61,11 @@ pub struct TlsEndpoint {
 impl TlsEndpoint {
     /// `postgres`: first answer PostgreSQL's SSLRequest with `S`, as its servers do.
     pub fn start(postgres: bool) -> Self {
+        Self::start_on("127.0.0.1", postgres)
+    }
+
+    /// On address `ip` (e.g. the cluster's bridge address, for Pods to reach).
+    pub fn start_on(ip: &str, postgres: bool) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs = CertificateDer::pem_slice_iter(SERVER_CERT.as_bytes())
             .collect::<Result<Vec<_>, _>>()
@@ -74,7 +79,7 @@ impl TlsEndpoint {
                 .with_single_cert(certs, key)
                 .unwrap(),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let handshakes = Arc::new(AtomicUsize::new(0));
         let counter = handshakes.clone();
