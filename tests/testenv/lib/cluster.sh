@@ -306,6 +306,9 @@ cluster_down() {
   # The clients are gone, so no watch holds the apiserver up (it stops in about a second).
   stop_pid apiserver
   stop_pid etcd
+  # The cluster is a throwaway: its objects do not outlive it, so every cluster-up starts empty
+  # (an object left from an older chart, such as a CRD Helm did not own, would fail the next one).
+  rm -rf "$STATE_DIR/etcd-data"
   if ! $ours; then
     log "cluster down (it had set nothing up on the host)"
     return 0
