@@ -18,8 +18,6 @@ use std::{
 
 use common::cluster::{Cluster, NAMESPACE, eventually, run, state_dir};
 
-const LEASE: &str = "dbconn-operator";
-
 fn output(cluster: &Cluster, args: &[&str]) -> String {
     cluster
         .tool("kubectl")
@@ -27,6 +25,21 @@ fn output(cluster: &Cluster, args: &[&str]) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
+}
+
+/// The Lease the chart told the operator to take (its LEASE_NAME).
+fn lease_name(cluster: &Cluster) -> String {
+    output(
+        cluster,
+        &[
+            "get",
+            "deployment",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "jsonpath={.items[0].spec.template.spec.containers[0].env[?(@.name==\"LEASE_NAME\")].value}",
+        ],
+    )
 }
 
 fn lease_holder(cluster: &Cluster) -> String {
@@ -37,7 +50,7 @@ fn lease_holder(cluster: &Cluster) -> String {
             "lease",
             "-n",
             NAMESPACE,
-            LEASE,
+            &lease_name(cluster),
             "--ignore-not-found",
             "-o",
             "jsonpath={.spec.holderIdentity}",

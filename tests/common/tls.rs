@@ -64,13 +64,18 @@ impl TlsEndpoint {
         Self::start_on("127.0.0.1", postgres)
     }
 
-    /// On address `ip` (e.g. the cluster's bridge address, for Pods to reach).
+    /// On address `ip`, with the test CA's certificate for 127.0.0.1 and localhost.
     pub fn start_on(ip: &str, postgres: bool) -> Self {
+        Self::start_with(ip, SERVER_CERT, SERVER_KEY, postgres)
+    }
+
+    /// On address `ip` with this certificate chain and key (PEM).
+    pub fn start_with(ip: &str, cert: &str, key: &str, postgres: bool) -> Self {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certs = CertificateDer::pem_slice_iter(SERVER_CERT.as_bytes())
+        let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
-        let key = PrivateKeyDer::from_pem_slice(SERVER_KEY.as_bytes()).unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
         let config = Arc::new(
             ServerConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
@@ -113,4 +118,82 @@ impl TlsEndpoint {
     pub fn handshakes(&self) -> usize {
         self.handshakes.load(Ordering::SeqCst)
     }
+}
+
+/// A throwaway CA and a server certificate it signed for `ip`, made with openssl at test time
+/// (for addresses the committed certificate does not name). Returns (CA, certificate, key) PEM.
+pub fn issue_for(ip: &str) -> (String, String, String) {
+    let dir = std::env::temp_dir().join(format!("dbconn-tls-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl (Debian package openssl) is needed to issue a test certificate");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &[
+                "req", "-x509", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            ][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=dbconn test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-keyout", "server.key", "-out", "server.csr"][..],
+            &ec,
+            &["-subj", "/CN=dbconn test server"],
+        ]
+        .concat(),
+    );
+    let san = format!("subjectAltName=IP:{ip}");
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!("{san}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let issued = (read("ca.crt"), read("server.crt"), read("server.key"));
+    let _ = std::fs::remove_dir_all(&dir);
+    issued
 }
