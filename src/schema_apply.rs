@@ -520,6 +520,15 @@ mod tests {
         }
     }
 
+    /// One pass on a Community server, with nothing declared by other connections.
+    async fn pass(
+        server: &FakeServer,
+        spec: &SchemaSpec,
+        previous: Option<&SchemaStatus>,
+    ) -> SchemaReport {
+        reconcile(server, spec, previous, &community(), &BTreeSet::new()).await
+    }
+
     fn community() -> ServerInfo {
         ServerInfo {
             agent: "Neo4j Kernel".into(),
@@ -573,23 +582,14 @@ mod tests {
     #[tokio::test]
     async fn creates_missing_items_once_and_owns_them() {
         let server = FakeServer::default();
-        let report = reconcile(
-            &server,
-            &spec(&["c1"], &["i1"], false),
-            None,
-            &community(),
-            &BTreeSet::new(),
-        )
-        .await;
+        let report = pass(&server, &spec(&["c1"], &["i1"], false), None).await;
         assert_eq!(report.condition.status, Status::True);
         assert_eq!(report.status.managed, ["c1", "i1"]);
         assert_eq!(report.changes.len(), 2);
-        let again = reconcile(
+        let again = pass(
             &server,
             &spec(&["c1"], &["i1"], false),
             Some(&report.status),
-            &community(),
-            &BTreeSet::new(),
         )
         .await;
         assert!(again.changes.is_empty(), "a second pass changes nothing");
@@ -603,7 +603,7 @@ mod tests {
             ..Default::default()
         };
         let spec = spec(&["c1"], &["i1"], true);
-        let report = reconcile(&server, &spec, None, &community(), &BTreeSet::new()).await;
+        let report = pass(&server, &spec, None).await;
         assert_eq!(
             report.status.managed,
             ["c1"],
@@ -620,14 +620,7 @@ mod tests {
     #[tokio::test]
     async fn prune_leaves_what_another_connection_declares() {
         let server = FakeServer::default();
-        let first = reconcile(
-            &server,
-            &spec(&["c1"], &[], true),
-            None,
-            &community(),
-            &BTreeSet::new(),
-        )
-        .await;
+        let first = pass(&server, &spec(&["c1"], &[], true), None).await;
         let elsewhere: BTreeSet<String> = ["c1".to_string()].into();
         let after = reconcile(
             &server,
@@ -643,37 +636,16 @@ mod tests {
             ["c1"],
             "still ours, to drop once nobody declares it"
         );
-        let last = reconcile(
-            &server,
-            &spec(&[], &[], true),
-            Some(&after.status),
-            &community(),
-            &BTreeSet::new(),
-        )
-        .await;
+        let last = pass(&server, &spec(&[], &[], true), Some(&after.status)).await;
         assert_eq!(last.pruned, ["c1"]);
     }
 
     #[tokio::test]
     async fn an_owned_item_dropped_by_hand_is_recreated_and_reported_as_repaired() {
         let server = FakeServer::default();
-        let first = reconcile(
-            &server,
-            &spec(&["c1"], &[], false),
-            None,
-            &community(),
-            &BTreeSet::new(),
-        )
-        .await;
+        let first = pass(&server, &spec(&["c1"], &[], false), None).await;
         server.items.lock().unwrap().clear();
-        let second = reconcile(
-            &server,
-            &spec(&["c1"], &[], false),
-            Some(&first.status),
-            &community(),
-            &BTreeSet::new(),
-        )
-        .await;
+        let second = pass(&server, &spec(&["c1"], &[], false), Some(&first.status)).await;
         assert_eq!(second.repaired, ["constraint \"c1\""]);
         assert_eq!(second.condition.status, Status::True);
     }
@@ -681,32 +653,11 @@ mod tests {
     #[tokio::test]
     async fn removed_items_are_kept_as_extra_without_prune_and_dropped_with_it() {
         let server = FakeServer::default();
-        let first = reconcile(
-            &server,
-            &spec(&["c1"], &["i1"], false),
-            None,
-            &community(),
-            &BTreeSet::new(),
-        )
-        .await;
-        let kept = reconcile(
-            &server,
-            &spec(&["c1"], &[], false),
-            Some(&first.status),
-            &community(),
-            &BTreeSet::new(),
-        )
-        .await;
+        let first = pass(&server, &spec(&["c1"], &["i1"], false), None).await;
+        let kept = pass(&server, &spec(&["c1"], &[], false), Some(&first.status)).await;
         assert_eq!(kept.condition.reason, "SchemaDrift");
         assert_eq!(kept.status.problems[0].reason, "Extra");
-        let pruned = reconcile(
-            &server,
-            &spec(&["c1"], &[], true),
-            Some(&kept.status),
-            &community(),
-            &BTreeSet::new(),
-        )
-        .await;
+        let pruned = pass(&server, &spec(&["c1"], &[], true), Some(&kept.status)).await;
         assert_eq!(pruned.condition.status, Status::True);
         assert_eq!(pruned.status.managed, ["c1"]);
         assert!(
@@ -726,7 +677,7 @@ mod tests {
             ..Default::default()
         };
         let declared = spec(&["c1", "c2"], &[], false);
-        let crashed = reconcile(&server, &declared, None, &community(), &BTreeSet::new()).await;
+        let crashed = pass(&server, &declared, None).await;
         assert_eq!(crashed.condition.reason, "SchemaApplyFailed");
         assert_eq!(crashed.status.managed, ["c1"], "outcome unknown: owned");
         assert_eq!(
@@ -735,14 +686,7 @@ mod tests {
             "nothing more sent"
         );
 
-        let back = reconcile(
-            &server,
-            &declared,
-            Some(&crashed.status),
-            &community(),
-            &BTreeSet::new(),
-        )
-        .await;
+        let back = pass(&server, &declared, Some(&crashed.status)).await;
         assert_eq!(back.condition.status, Status::True, "{:?}", back.condition);
         assert_eq!(back.status.managed, ["c1", "c2"]);
         assert!(back.repaired.is_empty());
@@ -755,14 +699,7 @@ mod tests {
     async fn an_index_made_by_hand_under_a_declared_constraint_name_is_never_dropped() {
         let server = FakeServer::default();
         server.items.lock().unwrap().push(range_index("c1"));
-        let report = reconcile(
-            &server,
-            &spec(&["c1"], &[], false),
-            None,
-            &community(),
-            &BTreeSet::new(),
-        )
-        .await;
+        let report = pass(&server, &spec(&["c1"], &[], false), None).await;
         assert_eq!(report.condition.reason, "SchemaDrift");
         assert_eq!(report.status.problems[0].reason, "Differs");
         assert!(server.statements.lock().unwrap().is_empty());
@@ -774,14 +711,7 @@ mod tests {
             violated: vec!["c_bad"],
             ..Default::default()
         };
-        let report = reconcile(
-            &server,
-            &spec(&["c_bad", "c_ok"], &["i1"], false),
-            None,
-            &community(),
-            &BTreeSet::new(),
-        )
-        .await;
+        let report = pass(&server, &spec(&["c_bad", "c_ok"], &["i1"], false), None).await;
         assert_eq!(report.condition.reason, "ConstraintViolatedByData");
         assert!(
             report.condition.message.contains("\"c_bad\""),
