@@ -323,3 +323,77 @@ async fn a_default_binding_name_that_is_the_login_secret_is_an_invalid_spec() {
         "the login Secret was written"
     );
 }
+
+/// `spec.binding.secretName` renamed, then renamed to a name someone else holds, then
+/// `spec.binding` removed: the operator deletes only Secrets it wrote, and the applications keep
+/// the last binding that was written until a new one is.
+#[tokio::test]
+async fn renaming_and_removing_the_binding_deletes_only_our_secrets() {
+    let h = Harness::start("binding-rename").await;
+    let connection = neo4j_connection_yaml("app", TestEnv::get().neo4j_uri(), "login");
+    let with_binding = |binding: &str| format!("{connection}  binding: {binding}\n");
+    h.neo4j_login("login");
+    h.apply(&with_binding("{}"));
+    h.wait("app", "BindingReady", "True", Some("BindingWritten"))
+        .await;
+    let api: Api<DatabaseConnection> = Api::namespaced(h.client.clone(), &h.ns);
+    let status_names = async |expected: &str| {
+        let obj = api.get("app").await.unwrap();
+        obj.status
+            .and_then(|s| s.binding)
+            .map(|b| b.name)
+            .as_deref()
+            == Some(expected)
+    };
+
+    // Renamed: the new Secret is written and the old one, ours, deleted.
+    h.apply(&with_binding("{secretName: app-renamed}"));
+    let took = eventually("the binding to move to app-renamed", async || {
+        secrets(&h).get_opt("app-binding").await.unwrap().is_none()
+            && secrets(&h).get_opt("app-renamed").await.unwrap().is_some()
+            && status_names("app-renamed").await
+    })
+    .await;
+    let obj = api.get("app").await.unwrap();
+    assert_owned(&secrets(&h).get("app-renamed").await.unwrap(), &obj);
+    println!("binding renamed: new written and old deleted after {took:?}");
+
+    // Renamed to a name someone else holds: a conflict; theirs untouched, ours kept meanwhile.
+    let mut foreign = foreign_secret("Opaque", &[("team", "payments")], None);
+    foreign.metadata.name = Some("taken".into());
+    let theirs = secrets(&h)
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    h.apply(&with_binding("{secretName: taken}"));
+    assert_conflict_named(&h, "taken").await;
+    assert!(
+        status_names("app-renamed").await,
+        "the written binding stays reported"
+    );
+    assert!(secrets(&h).get_opt("app-renamed").await.unwrap().is_some());
+    assert_untouched(&h, &theirs, "after the rename onto it").await;
+
+    // spec.binding removed: ours deleted, theirs left, the condition gone.
+    h.apply(&connection);
+    eventually("our binding Secret to be deleted", async || {
+        secrets(&h).get_opt("app-renamed").await.unwrap().is_none()
+    })
+    .await;
+    eventually("status to drop the binding and BindingReady", async || {
+        let obj = api.get("app").await.unwrap();
+        let status = obj.status.unwrap_or_default();
+        status.binding.is_none() && !status.conditions.iter().any(|c| c.type_ == "BindingReady")
+    })
+    .await;
+    assert_untouched(&h, &theirs, "after spec.binding was removed").await;
+}
+
+/// `BindingReady=False/BindingConflict` naming `secret`.
+async fn assert_conflict_named(h: &Harness, secret: &str) {
+    let obj = h
+        .wait("app", "BindingReady", "False", Some("BindingConflict"))
+        .await;
+    let message = condition_message(&obj, "BindingReady");
+    assert!(message.contains(&format!("{secret:?}")), "{message}");
+}

@@ -79,8 +79,9 @@ pub async fn sync(
             state.binding = None;
             let (reason, message) = problem.describe(&name);
             Some(BindingFacts {
-                // A Secret written earlier under this name stays reported while a rewrite fails.
-                status: previous.filter(|old| old.name == name && reason != "BindingConflict"),
+                // What was written before stays reported (and in place for the applications)
+                // until the new name is written; under this very name only while it is ours.
+                status: previous.filter(|old| old.name != name || reason != "BindingConflict"),
                 condition: Change::Set(Desired::new(BINDING_READY, Status::False, reason, message)),
             })
         }
