@@ -67,14 +67,17 @@ pub async fn reconcile(
         Ok(existing) => existing,
         Err(error) => return check_failed(owned, &error),
     };
-    let first = schema::plan(
-        &declared,
-        &existing,
-        &owned,
-        declared_elsewhere,
-        spec.prune,
-        community,
-    );
+    let plan = |existing: &[schema::Existing], owned: &BTreeSet<String>| {
+        schema::plan(
+            &declared,
+            existing,
+            owned,
+            declared_elsewhere,
+            spec.prune,
+            community,
+        )
+    };
+    let first = plan(&existing, &owned);
 
     let mut problems = Vec::new();
     let mut changes = Vec::new();
@@ -141,14 +144,7 @@ pub async fn reconcile(
         first
     } else {
         match ops.existing().await {
-            Ok(existing) => schema::plan(
-                &declared,
-                &existing,
-                &owned,
-                declared_elsewhere,
-                spec.prune,
-                community,
-            ),
+            Ok(existing) => plan(&existing, &owned),
             Err(error) => return check_failed(owned, &error),
         }
     };
