@@ -9,6 +9,7 @@ mod probe;
 mod report;
 mod resolve;
 mod schema;
+mod settled;
 mod watches;
 
 use std::{sync::Arc, time::Instant};

@@ -1,6 +1,7 @@
 //! What the controller watches, and what it forgets. Two watches feed it: DatabaseConnections
 //! (full objects) and Secrets (metadata only). Each keeps a store that reconciles read as the
-//! truth of "now"; their events only say when to look. Deletes are acted on as the watch sees
+//! truth of "now"; their events only say when to look, and only once the store shows them
+//! (`settled`). Deletes are acted on as the watch sees
 //! them, in whatever state the connection was, so no pool, series or memory outlives its object.
 
 use std::{sync::Arc, time::Duration};
@@ -19,7 +20,7 @@ use kube::{
 };
 use tracing::{debug, info, warn};
 
-use super::{Context, error_policy, reconcile};
+use super::{Context, error_policy, reconcile, settled::settled_objects};
 use crate::{
     api::DatabaseConnection,
     binding,
@@ -71,8 +72,8 @@ pub async fn run(
     let connection_events = watcher(scope.api::<DatabaseConnection>(&client), config.clone())
         .backoff(WatchBackoff::default())
         .reflect(connections_writer)
-        .inspect_ok(move |event| observe(&observer, event))
-        .applied_objects();
+        .inspect_ok(move |event| observe(&observer, event));
+    let connection_events = settled_objects(connection_events, connections.clone());
     // Metadata only: an `Api` of `PartialObjectMeta` makes metadata-only requests.
     let secret_events = watcher(scope.api::<PartialObjectMeta<Secret>>(&client), config)
         .backoff(WatchBackoff::default())
@@ -81,8 +82,8 @@ pub async fn run(
             secret.annotations_mut().clear();
             secret.managed_fields_mut().clear();
         })
-        .reflect(secrets_writer)
-        .touched_objects();
+        .reflect(secrets_writer);
+    let secret_events = settled_objects(secret_events, secrets.clone());
     tokio::spawn(report_ready(ctx.clone()));
     let referenced_by = connections.clone();
     Controller::for_stream(connection_events, connections)
