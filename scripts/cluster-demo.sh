@@ -46,9 +46,16 @@ log "operator installed ($((SECONDS - started))s)"
 for example in examples/*.yaml; do
   sed "s#://127\.0\.0\.1:#://$addr:#" "$example" | "$kubectl" apply -n "$demo" -f -
 done
-"$kubectl" wait -n "$demo" --for=condition=Ready dbconn --all --timeout=120s || true
+# The table is printed either way; the demo fails when an example is not Ready, so a broken
+# setup never looks like a working one.
+ready=0
+"$kubectl" wait -n "$demo" --for=condition=Ready dbconn --all --timeout=120s >/dev/null || ready=$?
 echo
 "$kubectl" get pods -n "$namespace" -o wide
 echo
 "$kubectl" get dbconn -n "$demo" -o wide
+if ((ready != 0)); then
+  log "not every example became Ready within 120s: kubectl describe dbconn -n $demo says why; KUBECONFIG=$KUBECONFIG"
+  exit 1
+fi
 log "done in $((SECONDS - started))s; KUBECONFIG=$KUBECONFIG"

@@ -30,7 +30,12 @@ echo "[demo] operator running (pid $(cat "$state/operator.pid")), log: $state/op
 for example in examples/*.yaml; do
   "$kubectl" apply -n demo -f "$example"
 done
-"$kubectl" wait -n demo --for=condition=Ready dbconn --all --timeout=120s || true
+ready=0
+"$kubectl" wait -n demo --for=condition=Ready dbconn --all --timeout=120s >/dev/null || ready=$?
 echo
 echo "[demo] KUBECONFIG=$KUBECONFIG"
 "$kubectl" get dbconn -n demo -o wide
+if ((ready != 0)); then
+  echo "[demo] not every example became Ready within 120s: kubectl describe dbconn -n demo says why" >&2
+  exit 1
+fi

@@ -3,7 +3,7 @@
 # the operator image built here and imported (scripts/image.sh), then the tests, which install
 # the chart themselves. The cluster is stopped at the end (and everything it set up on the host
 # removed); the plain environment, which holds the databases, is stopped only when this script
-# started it. These are the steps scripts/test.sh is to run once the suite joins `make test`.
+# started it. scripts/test.sh runs it as part of `make test`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -50,10 +50,17 @@ fn helm_ok(args: &[&str]) -> String {
 
 /// `helm template` for release `release` in `namespace`, parsed into its documents.
 fn render(release: &str, namespace: &str, set: &[&str]) -> Vec<Value> {
-    let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    let mut options = Vec::new();
     for s in set {
-        args.extend(["--set", s]);
+        options.extend(["--set", s]);
     }
+    template(release, namespace, &options)
+}
+
+/// `helm template` with any further `options` (`--set`, `-f`), parsed into its documents.
+fn template(release: &str, namespace: &str, options: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    args.extend(options);
     let yaml = helm_ok(&args);
     serde_saphyr::from_multiple::<Value>(&yaml)
         .expect("helm renders valid YAML")
@@ -295,6 +302,69 @@ fn deployment_is_hardened_and_wired_to_the_operator_flags() {
     let container = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(env_var(container, "WATCH_NAMESPACE")["value"], "apps");
     assert_eq!(env_var(container, "LEADER_ELECTION")["value"], "true");
+}
+
+/// The pod-level values users set for placement and their own tooling reach the pod as given,
+/// and `podLabels` add to the chart's labels without replacing the ones the selector needs.
+#[test]
+fn pod_values_reach_the_pod_and_keep_the_selector_labels() {
+    let values = std::env::temp_dir().join(format!(
+        "dbconn-chart-pod-values-{}.yaml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &values,
+        r#"
+podAnnotations: {example.com/owner: platform}
+podLabels: {team: databases, app.kubernetes.io/name: not-the-chart}
+extraEnv: [{name: EXTRA_SETTING, value: "on"}]
+nodeSelector: {kubernetes.io/os: linux}
+tolerations: [{key: dedicated, operator: Equal, value: databases, effect: NoSchedule}]
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [amd64]}]}]
+priorityClassName: platform-critical
+"#,
+    )
+    .unwrap();
+    let docs = template("dbconn", RELEASE_NS, &["-f", values.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&values);
+    let deployment = of_kind(&docs, "Deployment")[0];
+    let template = &deployment["spec"]["template"];
+    let pod = &template["spec"];
+    assert_eq!(
+        template["metadata"]["annotations"],
+        json!({"example.com/owner": "platform"})
+    );
+    let labels = &template["metadata"]["labels"];
+    assert_eq!(labels["team"], "databases");
+    for (key, value) in deployment["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &labels[key], value,
+            "pod label {key} must match the selector"
+        );
+    }
+    assert_eq!(
+        env_var(&pod["containers"][0], "EXTRA_SETTING")["value"],
+        "on"
+    );
+    assert_eq!(pod["nodeSelector"], json!({"kubernetes.io/os": "linux"}));
+    assert_eq!(
+        pod["tolerations"],
+        json!([{"key": "dedicated", "operator": "Equal", "value": "databases", "effect": "NoSchedule"}])
+    );
+    assert_eq!(
+        pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["key"],
+        "kubernetes.io/arch"
+    );
+    assert_eq!(pod["priorityClassName"], "platform-critical");
+    dry_run_namespaces();
+    server_dry_run(&[deployment]);
 }
 
 /// The container's env entry `name`.

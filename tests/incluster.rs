@@ -20,6 +20,22 @@ use common::{
 };
 
 #[test]
+fn the_cluster_has_one_ready_node() {
+    let nodes = Cluster::get().kubectl(&[
+        "get",
+        "nodes",
+        "-o",
+        r#"jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
+    ]);
+    let nodes: Vec<&str> = nodes.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert!(
+        nodes[0].ends_with("=True"),
+        "the node is not Ready: {nodes:?}"
+    );
+}
+
+#[test]
 fn operator_pod_is_restricted_uid_65532_read_only_root() {
     let cluster = Cluster::get();
     let labels = cluster.kubectl(&[
@@ -49,6 +65,42 @@ fn operator_pod_is_restricted_uid_65532_read_only_root() {
         root.split_whitespace().nth(5).unwrap().starts_with("ro"),
         "root filesystem is not read-only: {root}"
     );
+}
+
+/// Every manifest in examples/, as `make demo` applies it (the loopback address the examples
+/// name becomes the bridge address the cluster forwards the databases from), becomes Ready.
+#[test]
+fn the_examples_become_ready() {
+    let cluster = Cluster::get();
+    let ns = cluster.namespace("incluster-examples");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(examples).unwrap() {
+        let yaml = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let yaml = yaml.replace(
+            "://127.0.0.1:",
+            &format!("://{}:", cluster.var("CLUSTER_ADDR")),
+        );
+        cluster.apply(&ns.name, &yaml);
+        names.extend(connection_names(&yaml));
+    }
+    assert!(
+        names.len() >= 4,
+        "examples/ holds fewer connections than expected: {names:?}"
+    );
+    for name in &names {
+        cluster.wait_ready(&ns.name, name);
+    }
+}
+
+/// The `metadata.name` of each DatabaseConnection in a multi-document manifest.
+fn connection_names(yaml: &str) -> Vec<String> {
+    serde_saphyr::from_multiple::<serde_json::Value>(yaml)
+        .unwrap()
+        .into_iter()
+        .filter(|doc| doc["kind"] == "DatabaseConnection")
+        .map(|doc| doc["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Rollouts of the chart in the cluster (see tests/incluster.rs for what it needs): two
 //! replicas with leader election, the leader Pod deleted and the other taking the Lease over
-//! (the gap is measured), then `helm upgrade` to a rebuilt image, which rolls the Deployment,
-//! with no Ready transition on a healthy connection. One test: it changes the one release.
+//! (the gap is measured) and probing the connection, then `helm upgrade` to a rebuilt image,
+//! which rolls the Deployment; through both, no Ready transition on a healthy connection. One test: it changes the one release.
 #![cfg(feature = "incluster")]
 
 mod common;
@@ -74,6 +74,86 @@ fn ready(cluster: &Cluster, ns: &str, name: &str) -> String {
     )
 }
 
+/// The `dbconn_connection_up` series of `ns/name`, as the operator in `pod` exports it.
+fn connection_up(cluster: &Cluster, pod: &str, ns: &str, name: &str) -> Option<String> {
+    let ip = output(
+        cluster,
+        &[
+            "get",
+            "pod",
+            "-n",
+            NAMESPACE,
+            pod,
+            "-o",
+            "jsonpath={.status.podIP}",
+        ],
+    );
+    let body = Command::new("curl")
+        .args([
+            "-fsS",
+            "--max-time",
+            "5",
+            &format!("http://{ip}:8080/metrics"),
+        ])
+        .output()
+        .ok()?;
+    let series =
+        format!(r#"dbconn_connection_up{{namespace="{ns}",name="{name}",engine="postgres"}} "#);
+    String::from_utf8_lossy(&body.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix(&series).map(str::to_owned))
+}
+
+/// Records every distinct Ready "STATUS LAST-TRANSITION-TIME" of `ns/name` until stopped.
+struct ReadyWatcher {
+    seen: Arc<Mutex<Vec<String>>>,
+    reads: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ReadyWatcher {
+    fn start(ns: &str, name: &'static str, first: String) -> Self {
+        let seen = Arc::new(Mutex::new(vec![first]));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (seen, stop, reads, ns) =
+                (seen.clone(), stop.clone(), reads.clone(), ns.to_owned());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let now = ready(Cluster::get(), &ns, name);
+                    if !now.is_empty() {
+                        reads.fetch_add(1, Ordering::Relaxed);
+                        let mut seen = seen.lock().unwrap();
+                        if seen.last() != Some(&now) {
+                            seen.push(now);
+                        }
+                    }
+                    sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Self {
+            seen,
+            reads,
+            stop,
+            thread,
+        }
+    }
+
+    /// Stops and returns what was seen, after checking that there were reads to speak of.
+    fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        assert!(
+            self.reads.load(Ordering::Relaxed) > 20,
+            "too few reads of the status"
+        );
+        self.seen.lock().unwrap().clone()
+    }
+}
+
 #[test]
 fn leader_failover_and_upgrade_keep_connections_ready() {
     let cluster = Cluster::get();
@@ -84,6 +164,7 @@ fn leader_failover_and_upgrade_keep_connections_ready() {
     cluster.wait_ready(&ns.name, "orders");
     let before = ready(cluster, &ns.name, "orders");
     assert!(before.starts_with("True "), "{before}");
+    let watcher = ReadyWatcher::start(&ns.name, "orders", before.clone());
 
     // The leader Pod deleted: it releases the Lease on its way out, the standby takes it.
     let mut leader = String::new();
@@ -92,11 +173,19 @@ fn leader_failover_and_upgrade_keep_connections_ready() {
         !leader.is_empty()
     });
     cluster.kubectl(&["delete", "pod", "-n", NAMESPACE, &leader, "--wait=false"]);
+    let mut successor = String::new();
     let gap = eventually("the other replica takes the Lease over", || {
-        let holder = lease_holder(cluster);
-        !holder.is_empty() && holder != leader
+        successor = lease_holder(cluster);
+        !successor.is_empty() && successor != leader
     });
-    println!("leader {leader} deleted; the Lease changed hands {gap:?} later");
+    // No connection is left unprobed: the new leader probes it and exports it as up (a
+    // standby exports no series for connections it does not reconcile).
+    let probed = eventually("the new leader to probe the connection", || {
+        connection_up(cluster, &successor, &ns.name, "orders").as_deref() == Some("1")
+    });
+    println!(
+        "leader {leader} deleted; the Lease changed hands {gap:?} later; {successor} had probed the connection {probed:?} after that"
+    );
 
     // A rebuilt image: the same binary under a new reference, so the Deployment rolls.
     let rebuilt = format!("{image}-rebuilt");
@@ -112,39 +201,13 @@ fn leader_failover_and_upgrade_keep_connections_ready() {
         &image,
         &rebuilt,
     ]));
-    let seen = Arc::new(Mutex::new(vec![before.clone()]));
-    let reads = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (seen, stop, reads, ns) = (seen.clone(), stop.clone(), reads.clone(), ns.name.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let now = ready(Cluster::get(), &ns, "orders");
-                if !now.is_empty() {
-                    reads.fetch_add(1, Ordering::Relaxed);
-                }
-                let mut seen = seen.lock().unwrap();
-                if !now.is_empty() && seen.last() != Some(&now) {
-                    seen.push(now);
-                }
-                drop(seen);
-                sleep(Duration::from_millis(100));
-            }
-        })
-    };
     cluster.helm_upgrade(&rebuilt, &["replicaCount=2"]);
     // The new leader's first reconcile probes at once; give it time to write what it found.
     sleep(Duration::from_secs(10));
-    stop.store(true, Ordering::Relaxed);
-    watcher.join().unwrap();
-    assert!(
-        reads.load(Ordering::Relaxed) > 20,
-        "too few reads of the status"
-    );
     assert_eq!(
-        *seen.lock().unwrap(),
+        watcher.finish(),
         vec![before],
-        "Ready changed during the upgrade"
+        "Ready changed during the failover or the upgrade"
     );
 
     // Back to the chart's defaults for the other in-cluster tests.
