@@ -89,6 +89,12 @@ impl SecretInputs {
         }
     }
 
+    /// Whether these were read through exactly `login` and `ca`, whatever the versions.
+    pub fn same_references(&self, login: &SecretKeysRef, ca: Option<&CaSecretRef>) -> bool {
+        let ca_version = self.ca.as_ref().map_or("", |ca| ca[2].as_str());
+        *self == Self::new(login, &self.login[3], ca.map(|ca| (ca, ca_version)))
+    }
+
     /// What `credentials` were read from, through `login` and `ca`.
     pub fn of(login: &SecretKeysRef, ca: Option<&CaSecretRef>, credentials: &Credentials) -> Self {
         let ca_version = credentials
@@ -328,6 +334,35 @@ mod tests {
             data: Some(data),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn same_references_ignores_versions_but_not_names_keys_or_the_ca() {
+        let login = SecretKeysRef {
+            name: "login".into(),
+            username_key: "username".into(),
+            password_key: "password".into(),
+            namespace: None,
+        };
+        let ca = CaSecretRef {
+            name: "ca".into(),
+            key: "ca.crt".into(),
+            namespace: None,
+        };
+        let read = SecretInputs::new(&login, "7", Some((&ca, "3")));
+        assert!(read.same_references(&login, Some(&ca)));
+        assert!(!read.same_references(&login, None));
+        let renamed = SecretKeysRef {
+            name: "login-v2".into(),
+            ..login.clone()
+        };
+        assert!(!read.same_references(&renamed, Some(&ca)));
+        let other_key = CaSecretRef {
+            key: "bundle.pem".into(),
+            ..ca.clone()
+        };
+        assert!(!read.same_references(&login, Some(&other_key)));
+        assert!(!SecretInputs::new(&login, "7", None).same_references(&login, Some(&ca)));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! and what to forget once an object is gone.
 
 mod binding;
+mod fresh;
 mod probe;
 mod report;
 mod resolve;
@@ -53,6 +54,8 @@ pub struct Context {
     /// Every Secret's metadata (no data, annotations or managedFields): enough to tell whether
     /// a referenced Secret changed since it was read, and who owns a binding Secret's name.
     pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Whether `secrets` is current: false from a Secret watch error until it has listed again.
+    secrets_fresh: fresh::Freshness,
 }
 
 impl Context {
@@ -75,6 +78,7 @@ impl Context {
             readiness,
             connections,
             secrets,
+            secrets_fresh: fresh::Freshness::default(),
         }
     }
 

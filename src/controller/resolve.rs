@@ -1,10 +1,12 @@
 //! Step 1: the Secrets the connection references, as they are now. The credentials read last
 //! time are reused only while the spec names the same Secrets and keys and the Secret watch
 //! shows the same resourceVersions; anything else (a renamed `secretRef`, a rotated or
-//! recreated Secret, a new CA) reads them again.
+//! recreated Secret, a new CA) reads them again. While the Secret watch is catching up after
+//! an error its store may be behind, so they are read directly; if the apiserver cannot be
+//! read then, the login in use stays (an apiserver outage is no reason to stop probing).
 
 use crate::{
-    api::DatabaseConnection,
+    api::{CaSecretRef, DatabaseConnection, SecretKeysRef},
     credentials::{self, CredentialsError, SecretInputs},
     state::ReadCredentials,
 };
@@ -23,7 +25,18 @@ pub async fn credentials(
         .tls
         .as_ref()
         .and_then(|tls| tls.ca_secret_ref.as_ref());
-    if let Some(cached) = cached {
+    let Some(cached) = cached else {
+        return read(ctx, namespace, login, ca).await;
+    };
+    if !ctx.secrets_fresh.is_fresh() {
+        return match read(ctx, namespace, login, ca).await {
+            Err(CredentialsError::Api { .. }) if cached.inputs.same_references(login, ca) => {
+                Ok(cached)
+            }
+            read => read,
+        };
+    }
+    {
         let version = |name: &str| {
             ctx.secret(namespace, name)?
                 .metadata
@@ -44,6 +57,15 @@ pub async fn credentials(
             return Ok(cached);
         }
     }
+    read(ctx, namespace, login, ca).await
+}
+
+async fn read(
+    ctx: &Context,
+    namespace: &str,
+    login: &SecretKeysRef,
+    ca: Option<&CaSecretRef>,
+) -> Result<ReadCredentials, CredentialsError> {
     let credentials = credentials::load(&ctx.client, namespace, login, ca).await?;
     let inputs = SecretInputs::of(login, ca, &credentials);
     Ok(ReadCredentials {

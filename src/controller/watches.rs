@@ -20,7 +20,7 @@ use kube::{
 };
 use tracing::{debug, info, warn};
 
-use super::{Context, error_policy, reconcile, settled::settled_objects};
+use super::{Context, error_policy, fresh::relisting, reconcile, settled::settled_objects};
 use crate::{
     api::DatabaseConnection,
     binding,
@@ -74,15 +74,19 @@ pub async fn run(
         .reflect(connections_writer)
         .inspect_ok(move |event| observe(&observer, event));
     let connection_events = settled_objects(connection_events, connections.clone());
-    // Metadata only: an `Api` of `PartialObjectMeta` makes metadata-only requests.
-    let secret_events = watcher(scope.api::<PartialObjectMeta<Secret>>(&client), config)
+    // Metadata only: an `Api` of `PartialObjectMeta` makes metadata-only requests. A broken
+    // Secret watch lists afresh, so the store is known current again at the list's end.
+    let secret_api = scope.api::<PartialObjectMeta<Secret>>(&client);
+    let fresh = ctx.clone();
+    let secret_events = relisting(move || watcher(secret_api.clone(), config.clone()).boxed())
         .backoff(WatchBackoff::default())
         // A Secret applied with kubectl carries its data in an annotation: keep none of them.
         .modify(|secret| {
             secret.annotations_mut().clear();
             secret.managed_fields_mut().clear();
         })
-        .reflect(secrets_writer);
+        .reflect(secrets_writer)
+        .inspect(move |item| fresh.secrets_fresh.observe(item));
     let secret_events = settled_objects(secret_events, secrets.clone());
     tokio::spawn(report_ready(ctx.clone()));
     let referenced_by = connections.clone();
