@@ -76,18 +76,7 @@ fn ready(cluster: &Cluster, ns: &str, name: &str) -> String {
 
 /// The `dbconn_connection_up` series of `ns/name`, as the operator in `pod` exports it.
 fn connection_up(cluster: &Cluster, pod: &str, ns: &str, name: &str) -> Option<String> {
-    let ip = output(
-        cluster,
-        &[
-            "get",
-            "pod",
-            "-n",
-            NAMESPACE,
-            pod,
-            "-o",
-            "jsonpath={.status.podIP}",
-        ],
-    );
+    let ip = cluster.pod_field(pod, "{.status.podIP}");
     let body = Command::new("curl")
         .args([
             "-fsS",

@@ -54,6 +54,12 @@ impl Cluster {
         run(self.tool("kubectl").args(args))
     }
 
+    /// A field of a Pod in the operator's namespace, by JSONPath.
+    pub fn pod_field(&self, pod: &str, jsonpath: &str) -> String {
+        let output = format!("jsonpath={jsonpath}");
+        self.kubectl(&["get", "pod", "-n", NAMESPACE, pod, "-o", &output])
+    }
+
     pub fn apply(&self, namespace: &str, yaml: &str) {
         let mut child = self
             .tool("kubectl")
@@ -208,15 +214,7 @@ pub fn eventually(what: &str, mut ok: impl FnMut() -> bool) -> Duration {
 
 /// The container's process as the kernel sees it: the pid containerd reports for it.
 pub fn container_pid(cluster: &Cluster, pod: &str) -> u32 {
-    let id = cluster.kubectl(&[
-        "get",
-        "pod",
-        "-n",
-        NAMESPACE,
-        pod,
-        "-o",
-        "jsonpath={.status.containerStatuses[0].containerID}",
-    ]);
+    let id = cluster.pod_field(pod, "{.status.containerStatuses[0].containerID}");
     let id = id.trim_start_matches("containerd://");
     let sock = format!("{}/containerd/containerd.sock", state_dir(cluster));
     let tasks = run(Command::new("ctr").args(["--address", &sock, "-n", "k8s.io", "tasks", "ls"]));
