@@ -245,6 +245,11 @@ impl Operator {
         }
     }
 
+    /// The operator process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// GETs a path from the operator's HTTP server; returns the status code and body.
     pub async fn http_get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
