@@ -23,9 +23,10 @@ trap 'rm -rf "$work"' EXIT
   printf '%s\n' "${NEO4J_PASSWORD:?}" "${POSTGRES_PASSWORD:?}" "${POSTGRES_ADMIN_PASSWORD:?}"
   if [[ -f $logs/passwords.txt ]]; then cat "$logs/passwords.txt"; fi
 } | sort -u > "$work/passwords"
-# A short password would match ordinary text and hide real findings in noise.
-if short=$(awk 'length($0) < 8' "$work/passwords") && [[ -n $short ]]; then
-  echo "secret-scan: a test password is shorter than 8 characters; use longer ones in tests" >&2
+# A short password would match ordinary text and hide real findings in noise; an empty line
+# would match everything.
+if awk 'length($0) < 8 { short = 1 } END { exit !short }' "$work/passwords"; then
+  echo "secret-scan: a test password is shorter than 8 characters (or a line of passwords.txt is empty); use longer ones in tests" >&2
   exit 1
 fi
 

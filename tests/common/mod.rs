@@ -352,7 +352,9 @@ pub fn secret_yaml(name: &str, username: &str, password: &str) -> String {
         .create(true)
         .append(true)
         .open(dir.join("passwords.txt"))
-        .and_then(|mut file| writeln!(file, "{password}"))
+        // One write per line: tests run in parallel, and `writeln!` may split a line into
+        // several writes that interleave with another test's.
+        .and_then(|mut file| file.write_all(format!("{password}\n").as_bytes()))
         .expect("record the test password for scripts/secret-scan.sh");
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: Opaque\nstringData:\n  username: {username}\n  password: {password}\n"
