@@ -440,8 +440,10 @@ impl Harness {
             .unwrap()
     }
 
-    /// Polls until condition `type_` has `status` (and `reason`, when given); panics with the
-    /// object's status and the operator's log tail after [`CONDITION_TIMEOUT`].
+    /// Polls until condition `type_` has `status` (and `reason`, when given) in a status
+    /// written for the object's current generation, as `kubectl wait` and kstatus count it (a
+    /// condition from before the last spec edit does not count); panics with the object's
+    /// status and the operator's log tail after [`CONDITION_TIMEOUT`].
     pub async fn wait(
         &self,
         name: &str,
@@ -458,11 +460,18 @@ impl Harness {
                 .await
                 .expect("read the DatabaseConnection")
             {
-                let matched = obj
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-                    .is_some_and(|c| c.status == status && reason.is_none_or(|r| c.reason == r));
+                let current = obj.status.as_ref().is_some_and(|s| {
+                    s.observed_generation.is_some()
+                        && s.observed_generation == obj.metadata.generation
+                });
+                let matched = current
+                    && obj
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+                        .is_some_and(|c| {
+                            c.status == status && reason.is_none_or(|r| c.reason == r)
+                        });
                 if matched {
                     return obj;
                 }
