@@ -1,14 +1,25 @@
 //! Whether the Secret store can be trusted right now. A watch that breaks misses changes until
-//! it has caught up, and kube's watcher resumes from its last resourceVersion where it can, so
-//! nothing marks the moment it has: after an apiserver restart a watch can sit for a minute
-//! before it delivers again while its store shows the old Secret. Here a broken watch always
-//! starts afresh with a full list, so the store is known current from the end of that list
-//! (`InitDone`) until the next error; in between, reconciles read their Secrets directly.
+//! it has caught up, and nothing in a resumed watch marks that moment: after an apiserver
+//! restart a list can succeed while the watch after it sits for up to a minute (the apiserver's
+//! watch cache is still filling), and the store shows the old Secret all that time. So a broken
+//! Secret watch starts afresh, as a streaming list where the apiserver serves one: the initial
+//! objects come over the watch itself and end with a bookmark, so the end of the list
+//! (`InitDone`) means the watch is live and caught up. The store is trusted from then until the
+//! next error; in between, reconciles read their Secrets directly.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
 
-use futures::{Stream, StreamExt, stream};
-use kube::runtime::watcher::{self, Event};
+use futures::{Stream, StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api,
+    api::PartialObjectMeta,
+    runtime::watcher::{self, Event, watcher},
+};
+use tracing::warn;
 
 /// Set while the store shows everything the apiserver has.
 #[derive(Debug, Default)]
@@ -27,6 +38,45 @@ impl Freshness {
             Ok(_) => {}
         }
     }
+}
+
+/// The Secret watch: a streaming list, or a plain list and watch on an apiserver that refuses
+/// streaming lists (the `WatchList` feature is off), started afresh after every error.
+pub fn secret_watch(
+    api: Api<PartialObjectMeta<Secret>>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<Event<PartialObjectMeta<Secret>>, watcher::Error>> + Send {
+    let streaming = Arc::new(AtomicBool::new(true));
+    let start = {
+        let streaming = streaming.clone();
+        move || {
+            let config = if streaming.load(Ordering::Acquire) {
+                config.clone().streaming_lists()
+            } else {
+                config.clone()
+            };
+            watcher(api.clone(), config).boxed()
+        }
+    };
+    relisting(start).inspect_err(move |error| {
+        if refuses_streaming_lists(error) && streaming.swap(false, Ordering::AcqRel) {
+            warn!(
+                %error,
+                "the apiserver does not serve streaming lists (feature WatchList); Secrets are listed, then watched, so a Secret changed in the first minute after an apiserver restart may be seen only when its watch catches up"
+            );
+        }
+    })
+}
+
+/// An apiserver without the `WatchList` feature answers a watch with `sendInitialEvents` as
+/// an invalid request.
+fn refuses_streaming_lists(error: &watcher::Error) -> bool {
+    let status = match error {
+        watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status,
+        watcher::Error::WatchError(status) => status,
+        _ => return false,
+    };
+    matches!(status.code, 400 | 422)
 }
 
 /// A watch that starts a new watcher (a full list) after every error instead of resuming: the
@@ -60,6 +110,28 @@ mod tests {
 
     fn failed() -> watcher::Error {
         watcher::Error::NoResourceVersion
+    }
+
+    fn status(code: u16) -> Box<kube::core::Status> {
+        Box::new(kube::core::Status {
+            code,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn an_invalid_watch_request_means_no_streaming_lists() {
+        let start_failed = |code| watcher::Error::WatchStartFailed(kube::Error::Api(status(code)));
+        assert!(refuses_streaming_lists(&start_failed(422)));
+        assert!(refuses_streaming_lists(&start_failed(400)));
+        assert!(refuses_streaming_lists(&watcher::Error::WatchError(
+            status(422)
+        )));
+        assert!(!refuses_streaming_lists(&start_failed(403)));
+        assert!(!refuses_streaming_lists(&watcher::Error::WatchError(
+            status(410)
+        )));
+        assert!(!refuses_streaming_lists(&failed()));
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ use kube::{
 };
 use tracing::{debug, info, warn};
 
-use super::{Context, error_policy, fresh::relisting, reconcile, settled::settled_objects};
+use super::{Context, error_policy, fresh::secret_watch, reconcile, settled::settled_objects};
 use crate::{
     api::DatabaseConnection,
     binding,
@@ -76,9 +76,8 @@ pub async fn run(
     let connection_events = settled_objects(connection_events, connections.clone());
     // Metadata only: an `Api` of `PartialObjectMeta` makes metadata-only requests. A broken
     // Secret watch lists afresh, so the store is known current again at the list's end.
-    let secret_api = scope.api::<PartialObjectMeta<Secret>>(&client);
     let fresh = ctx.clone();
-    let secret_events = relisting(move || watcher(secret_api.clone(), config.clone()).boxed())
+    let secret_events = secret_watch(scope.api::<PartialObjectMeta<Secret>>(&client), config)
         .backoff(WatchBackoff::default())
         // A Secret applied with kubectl carries its data in an annotation: keep none of them.
         .modify(|secret| {
