@@ -70,28 +70,6 @@ async fn assert_alive_and_ready(operator: &mut Operator, when: &str) {
     assert_eq!(operator.http_get("/readyz").await.0, 200, "/readyz {when}");
 }
 
-const APISERVER_URL: &str = "server: https://127.0.0.1:";
-
-/// The test apiserver's port, from the test environment's kubeconfig.
-fn apiserver_port() -> u16 {
-    std::fs::read_to_string(TestEnv::get().kubeconfig())
-        .unwrap()
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(APISERVER_URL)?.parse().ok())
-        .expect("an apiserver URL in the kubeconfig")
-}
-
-/// Writes a kubeconfig like the test environment's, with the apiserver at 127.0.0.1:`port`.
-fn kubeconfig_via(port: u16, path: &std::path::Path) {
-    let original = std::fs::read_to_string(TestEnv::get().kubeconfig()).unwrap();
-    let from = format!("{APISERVER_URL}{}", apiserver_port());
-    std::fs::write(
-        path,
-        original.replace(&from, &format!("{APISERVER_URL}{port}")),
-    )
-    .unwrap();
-}
-
 fn watch_errors(operator: &Operator) -> usize {
     operator
         .logs()
@@ -114,8 +92,8 @@ async fn cut_off_harness(prefix: &str) -> (Harness, Partition, PathBuf) {
     let client = common::client().await;
     let ns = TestNamespace::create(&client, prefix).await.name;
     let kubeconfig = std::env::temp_dir().join(format!("dbconn-kubeconfig-{ns}"));
-    let proxy = Partition::start(apiserver_port()).await;
-    kubeconfig_via(proxy.port, &kubeconfig);
+    let proxy = Partition::start(TestEnv::get().apiserver_port()).await;
+    TestEnv::get().kubeconfig_via(proxy.port, &kubeconfig);
     let operator = Operator::start_on(&ns, "", &[], kubeconfig.to_str().unwrap());
     let h = Harness {
         client,

@@ -80,6 +80,27 @@ impl TestEnv {
         self.var("KUBECONFIG")
     }
 
+    /// The test apiserver's port, from the kubeconfig.
+    pub fn apiserver_port(&self) -> u16 {
+        std::fs::read_to_string(self.kubeconfig())
+            .unwrap()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(APISERVER_URL)?.parse().ok())
+            .expect("an apiserver URL in the kubeconfig")
+    }
+
+    /// Writes a kubeconfig like the test environment's, with the apiserver at
+    /// 127.0.0.1:`port` (a proxy, or another apiserver on the same etcd).
+    pub fn kubeconfig_via(&self, port: u16, path: &Path) {
+        let original = std::fs::read_to_string(self.kubeconfig()).unwrap();
+        let from = format!("{APISERVER_URL}{}", self.apiserver_port());
+        std::fs::write(
+            path,
+            original.replace(&from, &format!("{APISERVER_URL}{port}")),
+        )
+        .unwrap();
+    }
+
     pub fn neo4j_uri(&self) -> &str {
         self.var("NEO4J_URI")
     }
@@ -328,6 +349,8 @@ fn scrape_metrics(port: u16) -> Option<String> {
     stream.read_to_string(&mut response).ok()?;
     Some(response)
 }
+
+const APISERVER_URL: &str = "server: https://127.0.0.1:";
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
