@@ -1,8 +1,9 @@
 //! On an apiserver without streaming lists (the `WatchList` feature is off by default in
 //! Kubernetes 1.29 to 1.31 and 1.33) the operator falls back to a plain list and watch for
 //! Secrets, says so once, and works as usual: a connection becomes Ready, and a Secret edit is
-//! followed both ways through the Secret watch (probes are minutes apart). The apiserver here is a second kube-apiserver on the test environment's
-//! etcd, started with the running one's flags, another port and `--feature-gates=WatchList=false`.
+//! followed both ways through the Secret watch (probes are minutes apart). The apiserver here
+//! is a second kube-apiserver on the test environment's etcd, started with the running one's
+//! flags, another port and `--feature-gates=WatchList=false`.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::{
 };
 
 use common::{
-    Harness, Operator, TestEnv, TestNamespace, eventually, free_port,
+    Harness, TestEnv, eventually, free_port,
     neo4j::{create_user, unique_user},
     neo4j_connection_yaml, secret_yaml,
 };
@@ -97,14 +98,7 @@ async fn without_streaming_lists_secrets_are_listed_and_watched() {
         "the second apiserver serves streaming lists; the test would prove nothing"
     );
 
-    common::install_crd();
-    let client = common::client().await;
-    let ns = TestNamespace::create(&client, "no-watchlist").await.name;
-    let h = Harness {
-        client,
-        operator: Operator::start_on(&ns, "", &[], kubeconfig.to_str().unwrap()),
-        ns,
-    };
+    let h = Harness::start_via("no-watchlist", &kubeconfig).await;
     let env = TestEnv::get();
     // A user of its own: Neo4j locks a user after failed logins.
     let (user, right) = (unique_user("nowatchlist"), "no-watchlist-right-1");

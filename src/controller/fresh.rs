@@ -81,7 +81,7 @@ fn refuses_streaming_lists(error: &watcher::Error) -> bool {
 
 /// A watch that starts a new watcher (a full list) after every error instead of resuming: the
 /// error passes through (for the caller's backoff and logs), and the next poll starts afresh.
-pub fn relisting<K, S>(
+fn relisting<K, S>(
     start: impl Fn() -> S + Send + 'static,
 ) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send
 where

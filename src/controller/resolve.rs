@@ -36,26 +36,24 @@ pub async fn credentials(
             read => read,
         };
     }
-    {
-        let version = |name: &str| {
-            ctx.secret(namespace, name)?
-                .metadata
-                .resource_version
-                .clone()
-        };
-        let now = version(&login.name).and_then(|login_version| {
-            let ca_now = match ca {
-                None => Some(None),
-                Some(ca) => version(&ca.name).map(|v| Some((ca, v))),
-            }?;
-            let ca_now = ca_now.as_ref().map(|(ca, v)| (*ca, v.as_str()));
-            Some(SecretInputs::new(login, &login_version, ca_now))
-        });
-        // A Secret missing from the watch's store is read directly: it may be newer than
-        // the store, and only a read can say it is really gone.
-        if now.as_ref() == Some(&cached.inputs) {
-            return Ok(cached);
-        }
+    let version = |name: &str| {
+        ctx.secret(namespace, name)?
+            .metadata
+            .resource_version
+            .clone()
+    };
+    let now = version(&login.name).and_then(|login_version| {
+        let ca_now = match ca {
+            None => Some(None),
+            Some(ca) => version(&ca.name).map(|v| Some((ca, v))),
+        }?;
+        let ca_now = ca_now.as_ref().map(|(ca, v)| (*ca, v.as_str()));
+        Some(SecretInputs::new(login, &login_version, ca_now))
+    });
+    // A Secret missing from the watch's store is read directly: it may be newer than
+    // the store, and only a read can say it is really gone.
+    if now.as_ref() == Some(&cached.inputs) {
+        return Ok(cached);
     }
     read(ctx, namespace, login, ca).await
 }

@@ -1,8 +1,8 @@
 //! What the controller watches, and what it forgets. Two watches feed it: DatabaseConnections
 //! (full objects) and Secrets (metadata only). Each keeps a store that reconciles read as the
 //! truth of "now"; their events only say when to look, and only once the store shows them
-//! (`settled`). Deletes are acted on as the watch sees
-//! them, in whatever state the connection was, so no pool, series or memory outlives its object.
+//! (`settled`). Deletes are acted on as the watch sees them, in whatever state the connection
+//! was, so no pool, series or memory outlives its object.
 
 use std::{sync::Arc, time::Duration};
 

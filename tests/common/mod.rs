@@ -416,10 +416,16 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) -> Du
 
 impl Harness {
     pub async fn start(prefix: &str) -> Self {
+        Self::start_via(prefix, Path::new(TestEnv::get().kubeconfig())).await
+    }
+
+    /// As [`Harness::start`], with the operator reaching the apiserver through `kubeconfig`
+    /// (a proxy the test can cut, another apiserver); the test reaches it directly.
+    pub async fn start_via(prefix: &str, kubeconfig: &Path) -> Self {
         install_crd();
         let client = client().await;
         let ns = TestNamespace::create(&client, prefix).await.name;
-        let operator = Operator::start(&ns);
+        let operator = Operator::start_on(&ns, "", &[], kubeconfig.to_str().unwrap());
         Self {
             client,
             ns,
@@ -483,18 +489,16 @@ impl Harness {
                 .await
                 .expect("read the DatabaseConnection")
             {
-                let current = obj.status.as_ref().is_some_and(|s| {
+                let matched = obj.status.as_ref().is_some_and(|s| {
                     s.observed_generation.is_some()
                         && s.observed_generation == obj.metadata.generation
+                        && s.conditions
+                            .iter()
+                            .find(|c| c.type_ == type_)
+                            .is_some_and(|c| {
+                                c.status == status && reason.is_none_or(|r| c.reason == r)
+                            })
                 });
-                let matched = current
-                    && obj
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-                        .is_some_and(|c| {
-                            c.status == status && reason.is_none_or(|r| c.reason == r)
-                        });
                 if matched {
                     return obj;
                 }
