@@ -2,8 +2,8 @@
 //!
 //! 1. Partition: the operator reaches the apiserver through a proxy that the test cuts. While
 //!    the operator is cut off, the test rotates a password (Neo4j first, then the Secret), edits
-//!    a spec and creates a connection, all through the real apiserver. After the cut heals, every
-//!    one of those changes must take effect. This is the honest form of "rotated while the
+//!    a spec, creates a connection and deletes the Secret another one logs in with, all through
+//!    the real apiserver. After the cut heals, every one of those changes must take effect. This is the honest form of "rotated while the
 //!    apiserver was down": a Secret cannot be written while the apiserver itself is down, but
 //!    here it is written while the operator cannot see it.
 //! 2. Restart: the real kube-apiserver is stopped and started (etcd stays up). While it is down
@@ -29,9 +29,9 @@ use std::{
 };
 
 use common::{
-    Harness, Operator, TestEnv, TestNamespace, condition_reason, eventually,
+    Harness, Operator, TestEnv, condition_reason, eventually,
     fault::{Outage, Partition},
-    install_crd,
+    kubectl_ok,
     neo4j::{create_user, set_password, unique_user},
     neo4j_connection_yaml,
     proxy::CountingProxy,
@@ -88,18 +88,11 @@ async fn apiserver_partition_and_restart_lose_no_change() {
 /// A namespace and an operator that reaches the apiserver only through a proxy the test can cut;
 /// the kubeconfig that points the operator at the proxy is for the caller to remove.
 async fn cut_off_harness(prefix: &str) -> (Harness, Partition, PathBuf) {
-    install_crd();
-    let client = common::client().await;
-    let ns = TestNamespace::create(&client, prefix).await.name;
-    let kubeconfig = std::env::temp_dir().join(format!("dbconn-kubeconfig-{ns}"));
     let proxy = Partition::start(TestEnv::get().apiserver_port()).await;
+    let kubeconfig =
+        std::env::temp_dir().join(format!("dbconn-kubeconfig-{prefix}-{}", proxy.port));
     TestEnv::get().kubeconfig_via(proxy.port, &kubeconfig);
-    let operator = Operator::start_on(&ns, "", &[], kubeconfig.to_str().unwrap());
-    let h = Harness {
-        client,
-        ns,
-        operator,
-    };
+    let h = Harness::start_via(prefix, &kubeconfig).await;
     (h, proxy, kubeconfig)
 }
 
@@ -115,11 +108,22 @@ async fn partition() {
         env.var("NEO4J_USER"),
         env.neo4j_password(),
     ));
+    h.apply(&secret_yaml(
+        "doomed",
+        env.var("NEO4J_USER"),
+        env.neo4j_password(),
+    ));
     h.apply(&neo4j_connection_yaml("rotated", env.neo4j_uri(), "login"));
     let edited = neo4j_connection_yaml("edited", env.neo4j_uri(), "admin");
     h.apply(&edited);
-    h.wait("rotated", "Ready", "True", None).await;
-    h.wait("edited", "Ready", "True", None).await;
+    h.apply(&neo4j_connection_yaml(
+        "orphaned",
+        env.neo4j_uri(),
+        "doomed",
+    ));
+    for name in ["rotated", "edited", "orphaned"] {
+        h.wait(name, "Ready", "True", None).await;
+    }
     let errors_before = watch_errors(&h.operator);
 
     proxy.cut();
@@ -134,6 +138,8 @@ async fn partition() {
     let version = h.secret_version("login").await;
     h.apply(&edited.replace("interval: 5s", "interval: 4s"));
     h.apply(&neo4j_connection_yaml("late", env.neo4j_uri(), "admin"));
+    // A delete the broken watch cannot deliver: only the re-list (or a direct read) shows it.
+    kubectl_ok(&["delete", "secret", "-n", &h.ns, "doomed"], None);
     // Long enough for the watches to back off between reconnection attempts.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_alive_and_ready(&mut h.operator, "while cut off from the apiserver").await;
@@ -143,6 +149,8 @@ async fn partition() {
     let healed = Instant::now();
     let rotated = wait_on_credentials(&h, "rotated", &version).await;
     h.wait("late", "Ready", "True", Some("Connected")).await;
+    h.wait("orphaned", "Ready", "False", Some("SecretNotFound"))
+        .await;
     let edited = h.wait("edited", "Ready", "True", Some("Connected")).await;
     assert_eq!(edited.metadata.generation, Some(2));
     assert_eq!(
@@ -157,14 +165,14 @@ async fn partition() {
     }
     let _ = std::fs::remove_file(&kubeconfig);
     println!(
-        "partition: cut for {cut_for:?}; after healing, rotation in effect in {rotated:?}, all three changes in {caught_up:?}"
+        "partition: cut for {cut_for:?}; after healing, rotation in effect in {rotated:?}, all four changes in {caught_up:?}"
     );
     report::record(
         "fault",
-        "operator cut off from the apiserver (partition); Secret rotated, spec edited, connection created meanwhile",
+        "operator cut off from the apiserver (partition); Secret rotated, spec edited, connection created, Secret deleted meanwhile",
         "survived",
         &format!(
-            "cut for {:.1} s; all 3 changes in effect {:.1} s after healing; 0 missed; same operator process",
+            "cut for {:.1} s; all 4 changes in effect {:.1} s after healing; 0 missed; same operator process",
             cut_for.as_secs_f64(),
             caught_up.as_secs_f64()
         ),
