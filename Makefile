@@ -30,8 +30,9 @@ cluster-up: ## a single-node cluster that runs Pods (tests/testenv/lib/cluster.s
 cluster-down: ## stop it and remove what it set up on the host
 	bash tests/testenv/testenv.sh cluster-down
 
-crds: ## regenerate crds/ from the Rust types, and the chart's CRD template from crds/
+crds: ## regenerate crds/ from the Rust types, the chart's CRD template from crds/, and the README's engine table
 	cargo run --quiet --bin crdgen > crds/databaseconnections.dbconn.dev.yaml
+	cargo run --quiet --bin crdgen -- readme README.md
 	bash scripts/chart-crds.sh
 
 lint:

@@ -30,10 +30,10 @@ use common::{
     neo4j_connection_yaml, secret_yaml,
 };
 use dbconn_operator::{
-    api::{DatabaseConnection, Engine},
+    api::DatabaseConnection,
     conditions::{self, READY},
     credentials::{Credentials, SecretString},
-    engine::{self, Pool},
+    engine::Pool,
     settings::ConnectionSettings,
 };
 use futures::{StreamExt, stream};
@@ -681,9 +681,7 @@ async fn bench_probe() {
         ca_pem: None,
         ca_resource_version: None,
     };
-    let pool = engine::for_engine(Engine::Neo4j)
-        .open(&settings, &credentials)
-        .expect("open a Neo4j pool");
+    let pool = (settings.engine.open)(&settings, &credentials).expect("open a Neo4j pool");
     pool.identify()
         .await
         .expect("identify the server, as a new pool's first probe does");

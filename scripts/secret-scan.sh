@@ -4,8 +4,8 @@
 # $TMPDIR/dbconn-e2e-logs), and every Event and every DatabaseConnection (status) in all
 # namespaces. Secrets are not searched: a binding Secret carries the password on purpose.
 #
-# The passwords: the test environment's (NEO4J_PASSWORD, POSTGRES_PASSWORD,
-# POSTGRES_ADMIN_PASSWORD) and every one a test put in a Secret (tests/common's secret_yaml
+# The passwords: the test environment's (every *_PASSWORD and *_TOKEN that `testenv.sh env`
+# prints) and every one a test put in a Secret (tests/common's secret_yaml
 # records them in dbconn-e2e-logs/passwords.txt).
 #
 # Run by scripts/test.sh after `cargo test`, with the environment of `testenv.sh env`. Read-only,
@@ -20,7 +20,13 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 {
-  printf '%s\n' "${NEO4J_PASSWORD:?}" "${POSTGRES_PASSWORD:?}" "${POSTGRES_ADMIN_PASSWORD:?}"
+  # Every password and token the test environment hands out (each service's *_PASSWORD and
+  # *_TOKEN in `testenv.sh env`), so a new service is covered without a change here.
+  found=0
+  while IFS='=' read -r key value; do
+    if [[ $key == *_PASSWORD || $key == *_TOKEN ]]; then printf '%s\n' "$value"; found=$((found + 1)); fi
+  done < <(bash "${TESTENV_SCRIPT:?}" env)
+  (( found >= 3 )) || { echo "secret-scan: testenv.sh env gave only $found passwords" >&2; exit 1; }
   if [[ -f $logs/passwords.txt ]]; then cat "$logs/passwords.txt"; fi
 } | sort -u > "$work/passwords"
 # A short password would match ordinary text and hide real findings in noise; an empty line

@@ -59,26 +59,26 @@ use crate::duration::Duration;
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new(NEO4J_URI_RULE).message(NEO4J_URI_MESSAGE).field_path(".uri"))]
-#[x_kube(validation = Rule::new(TLS_NEEDS_TLS_SCHEME_RULE).message(TLS_NEEDS_TLS_SCHEME_MESSAGE).field_path(".tls"))]
-#[x_kube(validation = Rule::new(POSTGRES_URI_RULE).message(POSTGRES_URI_MESSAGE).field_path(".uri"))]
-#[x_kube(validation = Rule::new(POSTGRES_TLS_RULE).message(POSTGRES_TLS_MESSAGE).field_path(".tls"))]
 #[x_kube(validation = Rule::new(BINDING_NOT_CREDENTIALS_RULE).message("spec.binding.secretName must not be the credentials Secret").field_path(".binding.secretName"))]
-#[x_kube(validation = Rule::new(SCHEMA_FITS_ENGINE_RULE).message("spec.schema.constraints and indexes are for engine neo4j, spec.schema.extensions for engine postgres").field_path(".schema"))]
+// The per-engine rules (URI shape, where `tls` applies, which sections an engine accepts) come
+// from the engines' descriptions.
+#[schemars(transform = crate::engine::rules::add_to_spec)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseConnectionSpec {
-    /// The database engine: `neo4j` or `postgres`.
-    pub engine: Engine,
+    /// The database engine; the README's engine table lists each one's URI schemes, TLS choices
+    /// and the optional sections it accepts.
+    #[schemars(schema_with = "crate::engine::rules::engine_schema")]
+    pub engine: String,
 
-    /// Where the server listens, without credentials: for Neo4j `bolt://host:7687`, or with TLS
-    /// `bolt+s://`, `neo4j+s://`; the `+ssc` schemes accept any certificate (shown as a warning).
-    /// For PostgreSQL `postgres://host:5432/database?sslmode=verify-full` (or `postgresql://`);
-    /// `sslmode` is `disable` (the default), `require` (encrypted, any certificate: a warning),
-    /// `verify-ca` or `verify-full`, and is the only query parameter allowed.
+    /// Where the server listens, without credentials, in the engine's scheme: e.g.
+    /// `bolt://host:7687` (Neo4j; `bolt+s://`, `neo4j+s://` verify TLS, the `+ssc` schemes
+    /// accept any certificate, shown as a warning) or
+    /// `postgres://host:5432/database?sslmode=verify-full` (`sslmode` is `disable`, the default,
+    /// `require`, encrypted with any certificate, `verify-ca` or `verify-full`).
     #[schemars(length(min = 1, max = 2048))]
     pub uri: String,
 
-    /// The database to use; the server's default database when empty. For PostgreSQL it may be
+    /// The database to use; the server's default database when empty. For SQL engines it may be
     /// the URI path instead; if both are set they must be equal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
@@ -111,7 +111,7 @@ pub struct DatabaseConnectionSpec {
     #[serde(default)]
     pub suspend: bool,
 
-    /// Constraints and indexes the operator keeps in place (Neo4j).
+    /// Constraints and indexes (Neo4j), or extensions (PostgreSQL), the operator keeps in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<SchemaSpec>,
 
@@ -133,34 +133,7 @@ pub struct BindingSpec {
     pub secret_name: Option<String>,
 }
 
-const SCHEMA_FITS_ENGINE_RULE: &str = "!has(self.schema) || (self.engine == 'neo4j' ? (!has(self.schema.extensions) || size(self.schema.extensions) == 0) : ((!has(self.schema.constraints) || size(self.schema.constraints) == 0) && (!has(self.schema.indexes) || size(self.schema.indexes) == 0)))";
 const BINDING_NOT_CREDENTIALS_RULE: &str = "!has(self.binding) || !has(self.binding.secretName) || self.binding.secretName != self.credentials.secretRef.name";
-const NEO4J_URI_RULE: &str = r"self.engine != 'neo4j' || self.uri.matches('^(bolt|neo4j)(\\+s|\\+ssc)?://[^/?#@:\\s]+(:[0-9]{1,5})?/?$')";
-const NEO4J_URI_MESSAGE: &str = "for engine neo4j, uri must look like bolt://host:7687 (schemes bolt, bolt+s, bolt+ssc, neo4j, neo4j+s, neo4j+ssc) with no credentials, path or query";
-const TLS_NEEDS_TLS_SCHEME_RULE: &str =
-    r"self.engine != 'neo4j' || !has(self.tls) || self.uri.matches('^(bolt|neo4j)\\+s://')";
-const TLS_NEEDS_TLS_SCHEME_MESSAGE: &str = "tls settings apply only to the bolt+s:// and neo4j+s:// schemes (bolt+ssc:// and neo4j+ssc:// skip verification already)";
-const POSTGRES_URI_RULE: &str = r"self.engine != 'postgres' || self.uri.matches('^postgres(ql)?://[^/?#@:\\s]+(:[0-9]{1,5})?(/([A-Za-z0-9][A-Za-z0-9._\\-]{0,62})?)?(\\?sslmode=(disable|require|verify-ca|verify-full))?$')";
-const POSTGRES_URI_MESSAGE: &str = "for engine postgres, uri must look like postgres://host:5432/database (scheme postgres or postgresql) with no credentials; the only query parameter allowed is sslmode=disable|require|verify-ca|verify-full";
-const POSTGRES_TLS_RULE: &str = r"self.engine != 'postgres' || !has(self.tls) || self.uri.matches('[?]sslmode=verify-(ca|full)$')";
-const POSTGRES_TLS_MESSAGE: &str = "for engine postgres, tls settings apply only with sslmode=verify-ca or sslmode=verify-full in the uri (sslmode=require skips verification already)";
-
-/// The engines the operator can connect to.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    Neo4j,
-    Postgres,
-}
-
-impl Engine {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Engine::Neo4j => "neo4j",
-            Engine::Postgres => "postgres",
-        }
-    }
-}
 
 /// A reference to the Secret that holds the login, in the connection's own namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

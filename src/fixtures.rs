@@ -1,13 +1,13 @@
 //! Builders for unit tests.
 
 use crate::{
-    api::{CredentialsSpec, DatabaseConnectionSpec, Engine, SecretKeysRef},
+    api::{CredentialsSpec, DatabaseConnectionSpec, SecretKeysRef},
     settings::ConnectionSettings,
 };
 
 pub fn neo4j_spec(secret: &str) -> DatabaseConnectionSpec {
     DatabaseConnectionSpec {
-        engine: Engine::Neo4j,
+        engine: "neo4j".into(),
         uri: "bolt://127.0.0.1:7687".into(),
         database: None,
         credentials: CredentialsSpec {
@@ -36,7 +36,7 @@ pub fn neo4j_settings() -> ConnectionSettings {
 /// no second edit here.
 pub fn postgres_spec(secret: &str) -> DatabaseConnectionSpec {
     DatabaseConnectionSpec {
-        engine: Engine::Postgres,
+        engine: "postgres".into(),
         uri: "postgres://127.0.0.1:5432/app".into(),
         ..neo4j_spec(secret)
     }

@@ -64,19 +64,6 @@ pub struct Metrics {
     open_pools: Gauge,
 }
 
-/// Every reason a probe can fail with, so a deleted connection's series can all be removed.
-pub const FAILURE_REASONS: [&str; 9] = [
-    "Unreachable",
-    "Timeout",
-    "AuthenticationFailed",
-    "DatabaseNotFound",
-    "TLSError",
-    "TransientError",
-    "PermissionDenied",
-    "ProbeFailed",
-    "InvalidSpec",
-];
-
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("dbconn");
@@ -238,7 +225,8 @@ impl Metrics {
         for state in ["open", "idle"] {
             self.pool_connections.remove(&pool_labels(labels, state));
         }
-        for reason in FAILURE_REASONS {
+        // Every reason any engine can fail with, so a deleted connection's series all go.
+        for reason in crate::engine::failure_reasons() {
             self.probe_failures.remove(&FailureLabels {
                 namespace: labels.namespace.clone(),
                 name: labels.name.clone(),
@@ -344,16 +332,22 @@ mod tests {
             EngineError::PermissionDenied {
                 user: String::new(),
                 detail: String::new(),
+                needs: "",
             },
             EngineError::QueryFailed(String::new()),
             EngineError::Configuration(String::new()),
         ];
+        let engine_errors = crate::engine::ENGINES
+            .iter()
+            .flat_map(|e| e.reasons)
+            .map(|reason| EngineError::Engine {
+                reason,
+                detail: String::new(),
+            });
+        let errors: Vec<EngineError> = errors.into_iter().chain(engine_errors).collect();
+        let listed: Vec<&str> = crate::engine::failure_reasons().collect();
         for error in errors {
-            assert!(
-                FAILURE_REASONS.contains(&error.reason()),
-                "{}",
-                error.reason()
-            );
+            assert!(listed.contains(&error.reason()), "{}", error.reason());
         }
     }
 }

@@ -7,14 +7,15 @@ use std::time::Duration;
 use url::Url;
 
 use crate::{
-    api::{CaSecretRef, DatabaseConnection, DatabaseConnectionSpec, Engine},
+    api::{CaSecretRef, DatabaseConnection, DatabaseConnectionSpec},
     duration,
+    engine::{self, Descriptor},
 };
 
 /// Everything needed to open a pool and probe it, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConnectionSettings {
-    pub engine: Engine,
+    pub engine: &'static Descriptor,
     /// The URI as written; validated to carry no credentials.
     pub uri: String,
     /// `host:port`, for messages.
@@ -76,13 +77,15 @@ pub enum SpecError {
         detail: String,
         example: &'static str,
     },
+    #[error("spec.engine {0:?} is not supported; use {names}", names = engine::names())]
+    UnknownEngine(String),
     #[error(
         "spec.uri scheme {scheme:?} is not supported for engine {engine}; use one of {supported}"
     )]
     UnsupportedScheme {
         scheme: String,
         engine: &'static str,
-        supported: &'static str,
+        supported: String,
     },
     #[error(
         "spec.uri must not carry a username or password; put them in the Secret named by spec.credentials.secretRef"
@@ -90,10 +93,9 @@ pub enum SpecError {
     CredentialsInUri,
     #[error("spec.uri {0:?} has no host")]
     MissingHost(String),
-    #[error(
-        "spec.uri must name only the server (no path, query or fragment); put the database in spec.database"
-    )]
-    UnexpectedUriParts,
+    /// The engine's own words for what its URI may carry.
+    #[error("{0}")]
+    UnexpectedUriParts(&'static str),
     #[error("{field}: {source}")]
     BadDuration {
         field: &'static str,
@@ -106,16 +108,9 @@ pub enum SpecError {
     RetryBoundsInverted,
     #[error("spec.tls: set either caSecretRef or insecureSkipVerify, not both")]
     TlsConflict,
-    #[error("spec.tls applies only to TLS schemes (bolt+s://, neo4j+s://); the uri uses {0}://")]
-    TlsWithoutTlsScheme(String),
-    #[error(
-        "spec.tls applies only with sslmode=verify-ca or sslmode=verify-full in spec.uri (sslmode=require skips verification already)"
-    )]
-    TlsWithoutVerifyingSslMode,
-    #[error(
-        "spec.uri for postgres may carry only a database path and ?sslmode=...; put the login in the Secret named by spec.credentials.secretRef and other settings in the spec"
-    )]
-    UnexpectedPostgresUriParts,
+    /// Completed by the engine's `tls_applies`.
+    #[error("spec.tls applies only {0}")]
+    TlsNotApplicable(&'static str),
     #[error(
         "the database in spec.uri must be one name like spec.database (letters, digits, '.', '_', '-'; at most 63)"
     )]
@@ -157,16 +152,14 @@ impl SpecError {
             | SpecError::SecretRefCrossNamespace { field, .. } => field,
             SpecError::BindingNameTaken { .. } => "spec.binding.secretName",
             SpecError::RetryBoundsInverted => "spec.retry",
-            SpecError::TlsConflict
-            | SpecError::TlsWithoutTlsScheme(_)
-            | SpecError::TlsWithoutVerifyingSslMode => "spec.tls",
+            SpecError::TlsConflict | SpecError::TlsNotApplicable(_) => "spec.tls",
+            SpecError::UnknownEngine(_) => "spec.engine",
             SpecError::DatabaseConflict { .. } => "spec.database",
             SpecError::MalformedUri { .. }
             | SpecError::UnsupportedScheme { .. }
             | SpecError::CredentialsInUri
             | SpecError::MissingHost(_)
-            | SpecError::UnexpectedUriParts
-            | SpecError::UnexpectedPostgresUriParts
+            | SpecError::UnexpectedUriParts(_)
             | SpecError::InvalidDatabaseInUri
             | SpecError::SslModeFallback(_)
             | SpecError::UnsupportedSslMode => "spec.uri",
@@ -183,12 +176,11 @@ impl SpecError {
     }
 }
 
-const NEO4J_SCHEMES: &str = "bolt://, bolt+s://, bolt+ssc://, neo4j://, neo4j+s://, neo4j+ssc://";
-const POSTGRES_SCHEMES: &str = "postgres://, postgresql://";
-
 impl ConnectionSettings {
     pub fn from_spec(spec: &DatabaseConnectionSpec) -> Result<Self, SpecError> {
-        let uri = parse_uri(spec)?;
+        let engine = engine::named(&spec.engine)
+            .ok_or_else(|| SpecError::UnknownEngine(spec.engine.clone()))?;
+        let uri = parse_uri(engine, spec)?;
         let database = match (
             spec.database.clone().filter(|d| !d.is_empty()),
             uri.database,
@@ -228,7 +220,7 @@ impl ConnectionSettings {
             return Err(SpecError::RetryBoundsInverted);
         }
         Ok(Self {
-            engine: spec.engine,
+            engine,
             uri: spec.uri.clone(),
             endpoint: format!("{}:{}", uri.host, uri.port),
             host: uri.host,
@@ -321,14 +313,13 @@ struct UriParts {
     database: Option<String>,
 }
 
-fn parse_uri(spec: &DatabaseConnectionSpec) -> Result<UriParts, SpecError> {
+/// What every engine's URI shares (a scheme of its own, a host, an optional port, no login),
+/// then what follows the port as the engine reads it, then `spec.tls` on top of the mode.
+fn parse_uri(engine: &Descriptor, spec: &DatabaseConnectionSpec) -> Result<UriParts, SpecError> {
     let url = Url::parse(&spec.uri).map_err(|e| SpecError::MalformedUri {
         uri: mask_userinfo(&spec.uri),
         detail: e.to_string(),
-        example: match spec.engine {
-            Engine::Neo4j => "bolt://host:7687",
-            Engine::Postgres => "postgres://host:5432/database?sslmode=verify-full",
-        },
+        example: engine.uri.example,
     })?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(SpecError::CredentialsInUri);
@@ -338,97 +329,30 @@ fn parse_uri(spec: &DatabaseConnectionSpec) -> Result<UriParts, SpecError> {
         .filter(|h| !h.is_empty())
         .ok_or_else(|| SpecError::MissingHost(mask_userinfo(&spec.uri)))?
         .to_owned();
-    let scheme = url.scheme();
-    let unsupported = |supported| SpecError::UnsupportedScheme {
-        scheme: scheme.to_owned(),
-        engine: spec.engine.as_str(),
-        supported,
-    };
-    let (scheme_tls, verify_hostname, database) = match spec.engine {
-        Engine::Neo4j => {
-            if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some()
-            {
-                return Err(SpecError::UnexpectedUriParts);
-            }
-            let tls = match scheme {
-                "bolt" | "neo4j" => TlsMode::Plain,
-                "bolt+s" | "neo4j+s" => TlsMode::Verified(None),
-                "bolt+ssc" | "neo4j+ssc" => TlsMode::InsecureSkipVerify,
-                _ => return Err(unsupported(NEO4J_SCHEMES)),
-            };
-            (tls, true, None)
-        }
-        Engine::Postgres => {
-            if !matches!(scheme, "postgres" | "postgresql") {
-                return Err(unsupported(POSTGRES_SCHEMES));
-            }
-            postgres_parts(&url)?
-        }
-    };
-    let tls = match (&spec.tls, scheme_tls) {
+    if !engine.uri.schemes.contains(&url.scheme()) {
+        return Err(SpecError::UnsupportedScheme {
+            scheme: url.scheme().to_owned(),
+            engine: engine.name,
+            supported: engine.scheme_list(),
+        });
+    }
+    let options = (engine.uri.parse)(&url)?;
+    let tls = match (&spec.tls, options.tls) {
         (None, mode) => mode,
         (Some(tls), TlsMode::Verified(_)) => match (&tls.ca_secret_ref, tls.insecure_skip_verify) {
             (Some(_), true) => return Err(SpecError::TlsConflict),
             (ca, false) => TlsMode::Verified(ca.clone()),
             (None, true) => TlsMode::InsecureSkipVerify,
         },
-        (Some(_), _) => {
-            return Err(match spec.engine {
-                Engine::Neo4j => SpecError::TlsWithoutTlsScheme(scheme.to_owned()),
-                Engine::Postgres => SpecError::TlsWithoutVerifyingSslMode,
-            });
-        }
+        (Some(_), _) => return Err(SpecError::TlsNotApplicable(engine.uri.tls_applies)),
     };
     Ok(UriParts {
-        port: url.port().unwrap_or(default_port(spec.engine)),
+        port: url.port().unwrap_or(engine.uri.default_port),
         host,
         tls,
-        verify_hostname,
-        database,
+        verify_hostname: options.verify_hostname,
+        database: options.database,
     })
-}
-
-/// The PostgreSQL URI's path and query: `[/database][?sslmode=MODE]`, nothing else.
-///
-/// `sslmode` follows libpq's names: `disable` (the default here, as `bolt://` is for Neo4j)
-/// is plain TCP; `require` encrypts without checking the certificate (reported like
-/// `insecureSkipVerify`); `verify-ca` checks that the certificate chains to a trusted CA;
-/// `verify-full` also checks that it names the host. libpq's `prefer` and `allow` are refused:
-/// they fall back silently, and status could not say which one happened.
-fn postgres_parts(url: &Url) -> Result<(TlsMode, bool, Option<String>), SpecError> {
-    if url.fragment().is_some() {
-        return Err(SpecError::UnexpectedPostgresUriParts);
-    }
-    let database = match url.path().strip_prefix('/') {
-        None | Some("") => None,
-        Some(name) if is_database_name(name) => Some(name.to_owned()),
-        Some(_) => return Err(SpecError::InvalidDatabaseInUri),
-    };
-    let mut sslmode = None;
-    for (key, value) in url.query_pairs() {
-        if key != "sslmode" || sslmode.is_some() {
-            return Err(SpecError::UnexpectedPostgresUriParts);
-        }
-        sslmode = Some(value);
-    }
-    let (tls, verify_hostname) = match sslmode.as_deref().unwrap_or("disable") {
-        "disable" => (TlsMode::Plain, true),
-        "require" => (TlsMode::InsecureSkipVerify, true),
-        "verify-ca" => (TlsMode::Verified(None), false),
-        "verify-full" => (TlsMode::Verified(None), true),
-        "prefer" => return Err(SpecError::SslModeFallback("prefer")),
-        "allow" => return Err(SpecError::SslModeFallback("allow")),
-        _ => return Err(SpecError::UnsupportedSslMode),
-    };
-    Ok((tls, verify_hostname, database))
-}
-
-/// The same rule as `spec.database`'s schema: `^[A-Za-z0-9][A-Za-z0-9._-]*$`, 1 to 63 characters.
-fn is_database_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 63
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// A URI for an error message: anything between the scheme and the last `@` is masked, also
@@ -443,13 +367,6 @@ fn mask_userinfo(uri: &str) -> String {
     };
     let start = if start <= at { start } else { 0 };
     format!("{}***{}", &uri[..start], &uri[at..])
-}
-
-fn default_port(engine: Engine) -> u16 {
-    match engine {
-        Engine::Neo4j => 7687,
-        Engine::Postgres => 5432,
-    }
 }
 
 fn positive(field: &'static str, value: &crate::duration::Duration) -> Result<Duration, SpecError> {
@@ -509,8 +426,14 @@ mod tests {
         ));
         assert_eq!(err("bolt://neo4j:pw@db:7687"), SpecError::CredentialsInUri);
         assert!(matches!(err("not a uri"), SpecError::MalformedUri { .. }));
-        assert_eq!(err("bolt://db:7687/neo4j"), SpecError::UnexpectedUriParts);
-        assert_eq!(err("bolt://db:7687?x=1"), SpecError::UnexpectedUriParts);
+        assert!(matches!(
+            err("bolt://db:7687/neo4j"),
+            SpecError::UnexpectedUriParts(_)
+        ));
+        assert!(matches!(
+            err("bolt://db:7687?x=1"),
+            SpecError::UnexpectedUriParts(_)
+        ));
     }
 
     #[test]
@@ -532,9 +455,10 @@ mod tests {
         assert_eq!(settings.tls, TlsMode::InsecureSkipVerify);
 
         spec.uri = "bolt://db:7687".into();
+        let refused = ConnectionSettings::from_spec(&spec).unwrap_err();
         assert_eq!(
-            ConnectionSettings::from_spec(&spec).unwrap_err(),
-            SpecError::TlsWithoutTlsScheme("bolt".into())
+            refused.to_string(),
+            "spec.tls applies only to the bolt+s:// and neo4j+s:// schemes (bolt+ssc:// and neo4j+ssc:// skip verification already)"
         );
     }
 
@@ -616,7 +540,10 @@ mod tests {
             "postgres://db/app?sslmode=disable&sslmode=require",
             "postgres://db/app#x",
         ] {
-            assert_eq!(err(uri), SpecError::UnexpectedPostgresUriParts, "{uri}");
+            assert!(
+                matches!(err(uri), SpecError::UnexpectedUriParts(_)),
+                "{uri}"
+            );
             assert!(!err(uri).to_string().contains("hunter2"));
         }
         assert_eq!(err("postgres://db/a/b"), SpecError::InvalidDatabaseInUri);
@@ -670,10 +597,10 @@ mod tests {
         }
         for uri in ["postgres://db/app?sslmode=require", "postgres://db/app"] {
             spec.uri = uri.into();
-            assert_eq!(
-                ConnectionSettings::from_spec(&spec).unwrap_err(),
-                SpecError::TlsWithoutVerifyingSslMode,
-                "{uri}"
+            let refused = ConnectionSettings::from_spec(&spec).unwrap_err();
+            assert!(
+                refused.to_string().contains("sslmode=verify-ca"),
+                "{uri}: {refused}"
             );
         }
     }

@@ -102,7 +102,7 @@ impl ConnectionState {
 /// changing them must not reopen connections.
 pub fn pool_fingerprint(settings: &ConnectionSettings, credentials: &Credentials) -> u64 {
     let mut hasher = DefaultHasher::new();
-    settings.engine.hash(&mut hasher);
+    settings.engine.name.hash(&mut hasher);
     settings.uri.hash(&mut hasher);
     settings.tls.hash(&mut hasher);
     settings.database.hash(&mut hasher);

@@ -243,7 +243,7 @@ async fn malformed_postgres_manifests_are_rejected_by_the_apiserver() {
         (
             "tls without a verifying sslmode",
             format!("{base}  tls:\n    caSecretRef:\n      name: pg-ca\n"),
-            "tls settings apply only with sslmode=verify-ca or sslmode=verify-full",
+            "spec.tls applies only with sslmode=verify-ca or sslmode=verify-full",
         ),
     ];
     common::assert_rejected(&ns.name, &cases);

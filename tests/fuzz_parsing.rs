@@ -17,7 +17,7 @@ use common::{
 use dbconn_operator::{
     api::{ConstraintType, DatabaseConnectionSpec, IndexType},
     duration,
-    engine::postgres::quote_identifier,
+    engine::{self, ENGINES, postgres::quote_identifier},
     schema::{Declared, Existing, Kind, Target, drop_statement, quote},
     settings::ConnectionSettings,
 };
@@ -72,17 +72,7 @@ struct GeneratedUri {
 /// misses and garbage, including out-of-range ports and hosts of hundreds of characters.
 fn near_valid_uri() -> impl Strategy<Value = GeneratedUri> {
     let scheme = prop_oneof![
-        select(vec![
-            "bolt",
-            "bolt+s",
-            "bolt+ssc",
-            "neo4j",
-            "neo4j+s",
-            "neo4j+ssc",
-            "postgres",
-            "postgresql",
-        ])
-        .prop_map(str::to_owned),
+        select(all_schemes()).prop_map(str::to_owned),
         select(vec![
             "BOLT",
             "Neo4j+S",
@@ -191,14 +181,18 @@ fn near_valid_uri() -> impl Strategy<Value = GeneratedUri> {
         )
 }
 
-const NEO4J_SCHEMES: [&str; 6] = [
-    "bolt",
-    "bolt+s",
-    "bolt+ssc",
-    "neo4j",
-    "neo4j+s",
-    "neo4j+ssc",
-];
+/// Every registered engine's name, so a new engine is fuzzed without a change here.
+fn engine_names() -> Vec<&'static str> {
+    ENGINES.iter().map(|e| e.name).collect()
+}
+
+/// Every registered engine's URI schemes.
+fn all_schemes() -> Vec<&'static str> {
+    ENGINES
+        .iter()
+        .flat_map(|e| e.uri.schemes.iter().copied())
+        .collect()
+}
 
 /// What an accepted spec must satisfy, read back from the URI with the same URL parser.
 fn accepted_uri_is_clean(engine: &str, settings: &ConnectionSettings) -> Result<(), TestCaseError> {
@@ -213,35 +207,46 @@ fn accepted_uri_is_clean(engine: &str, settings: &ConnectionSettings) -> Result<
         settings.port,
         "the port differs from the URI's"
     );
-    if engine == "neo4j" {
-        prop_assert!(
-            NEO4J_SCHEMES.contains(&url.scheme()),
-            "scheme {}",
-            url.scheme()
-        );
-        prop_assert!(
-            matches!(url.path(), "" | "/"),
-            "accepted path {:?}",
-            url.path()
-        );
-        prop_assert!(url.query().is_none(), "accepted a query");
-    } else {
-        prop_assert!(matches!(url.scheme(), "postgres" | "postgresql"));
-        prop_assert!(url.query_pairs().all(|(k, _)| k == "sslmode"));
-        prop_assert!(url.query_pairs().count() <= 1);
-    }
+    let descriptor = engine::named(engine).expect("a registered engine");
+    prop_assert!(
+        descriptor.uri.schemes.contains(&url.scheme()),
+        "scheme {} for engine {}",
+        url.scheme(),
+        engine
+    );
+    Ok(())
+}
+
+/// A URI the CRD's rule for `engine` admits must be one the operator can use: otherwise the
+/// apiserver would store a connection that can only ever be `InvalidSpec`.
+fn admitted_uri_is_accepted(engine: &str, uri: &str, accepted: bool) -> Result<(), TestCaseError> {
+    let pattern = &engine::named(engine)
+        .expect("a registered engine")
+        .uri
+        .pattern;
+    let admitted = regex::Regex::new(pattern)
+        .expect("the CRD pattern compiles")
+        .is_match(uri);
+    prop_assert!(
+        !admitted || accepted,
+        "the CRD admits {:?} for engine {}, the operator refuses it",
+        uri,
+        engine
+    );
     Ok(())
 }
 
 #[test]
 fn spec_uri_near_valid_uris_never_leak_or_pass_credentials() {
-    let strategy = (select(vec!["neo4j", "postgres"]), near_valid_uri());
+    let strategy = (select(engine_names()), near_valid_uri());
     check(
         "spec.uri: near-valid URIs",
         file!(),
         strategy,
         |(engine, uri)| {
-            match ConnectionSettings::from_spec(&spec(engine, &uri.text, json!({}))) {
+            let parsed = ConnectionSettings::from_spec(&spec(engine, &uri.text, json!({})));
+            admitted_uri_is_accepted(engine, &uri.text, parsed.is_ok())?;
+            match parsed {
                 Ok(settings) => {
                     prop_assert!(uri.password.is_none(), "accepted a URI with a password");
                     accepted_uri_is_clean(engine, &settings)?;
@@ -288,7 +293,7 @@ fn spec_never_panics_on_arbitrary_uris_durations_and_tls() {
             .prop_map(|skip| json!({"caSecretRef": {"name": "ca"}, "insecureSkipVerify": skip})),
     ];
     let strategy = (
-        select(vec!["neo4j", "postgres"]),
+        select(engine_names()),
         prop_oneof![any_text(), near_valid_uri().prop_map(|u| u.text)],
         tls,
         vec(any_duration(), 7),

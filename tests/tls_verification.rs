@@ -18,7 +18,7 @@ use dbconn_operator::{
     api::{DatabaseConnectionStatus, ServerInfo},
     conditions::{TLS_VERIFIED, find},
     credentials::{Credentials, SecretString},
-    engine::{self, EngineError},
+    engine::EngineError,
     settings::{ConnectionSettings, TlsMode},
     status::{self, Facts, Outcome},
 };
@@ -48,9 +48,7 @@ async fn probe(settings: &ConnectionSettings, ca: Option<&str>) -> EngineError {
         ca_pem: ca.map(|pem| pem.as_bytes().to_vec()),
         ca_resource_version: ca.map(|_| "1".into()),
     };
-    let pool = engine::for_engine(settings.engine)
-        .open(settings, &credentials)
-        .expect("opening a pool does no I/O");
+    let pool = (settings.engine.open)(settings, &credentials).expect("opening a pool does no I/O");
     let probe = tokio::time::timeout(Duration::from_secs(30), pool.identify()).await;
     match probe.expect("the probe ends") {
         Ok(server) => panic!("a server that speaks no database protocol answered: {server:?}"),

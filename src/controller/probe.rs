@@ -13,7 +13,7 @@ use super::{Error, Reconciliation, binding};
 use crate::{
     api::DatabaseConnection,
     credentials::Credentials,
-    engine::{self, EngineError, FailureClass},
+    engine::{EngineError, FailureClass},
     schedule,
     settings::ConnectionSettings,
     state::{ConnectionState, PoolEntry, pool_fingerprint},
@@ -59,7 +59,7 @@ pub async fn run(
         // Replacing the entry drops the old pool: after a rotation the old login is not kept
         // in reserve, whatever the new one's fate.
         state.pool = None;
-        let pool = engine::for_engine(settings.engine).open(settings, credentials)?;
+        let pool = (settings.engine.open)(settings, credentials)?;
         state.pool = Some(PoolEntry {
             pool,
             built_from,

@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::Reconciliation;
 use crate::{
-    api::{DatabaseConnection, Engine, ServerInfo},
+    api::{DatabaseConnection, ServerInfo},
     conditions::{self, Desired},
     schema,
     schema_apply::{self, SchemaReport},
@@ -102,7 +102,7 @@ impl Reconciliation<'_> {
             .connections
             .state()
             .iter()
-            .filter(|other| other.uid() != ours && other.spec.engine == Engine::Neo4j)
+            .filter(|other| other.uid() != ours && other.spec.engine == self.obj.spec.engine)
             .filter(|other| same_database(other))
             .filter_map(|other| other.spec.schema.as_ref())
             .flat_map(|s| schema::declared(s).unwrap_or_default())

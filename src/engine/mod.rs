@@ -1,28 +1,44 @@
-//! The engine boundary: how to open a pool for one connection and probe it, and how a
-//! database failure is classified. One implementation per engine; `for_engine` wires them.
+//! The engine boundary: what an engine says about itself (`descriptor`), how to open a pool
+//! for one connection and probe it, and how a database failure is classified. One module per
+//! engine; `engines!` below wires them, and is the only line an engine adds outside its module.
 
-pub mod neo4j;
-pub mod postgres;
+pub mod descriptor;
+pub mod readme;
+pub mod rules;
+pub mod sections;
+pub mod sslmode;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::{
-    api::{Engine, ServerInfo},
-    credentials::Credentials,
-    settings::ConnectionSettings,
-};
+pub use descriptor::{Descriptor, Reason};
 
-/// Opens pools for one kind of database.
-pub trait Connector: Send + Sync {
-    /// Builds a pool. Drivers connect lazily, so this does no network I/O and a wrong password
-    /// shows on the first probe.
-    fn open(
-        &self,
-        settings: &ConnectionSettings,
-        credentials: &Credentials,
-    ) -> Result<Arc<dyn Pool>, EngineError>;
+use crate::api::ServerInfo;
+
+/// Declares each engine's module and lists its `ENGINE` descriptor in `ENGINES`.
+macro_rules! engines {
+    ($($module:ident),+ $(,)?) => {
+        $(pub mod $module;)+
+        /// Every engine, in the order the CRD and the README list them.
+        pub static ENGINES: &[&Descriptor] = &[$(&$module::ENGINE),+];
+    };
+}
+
+engines!(neo4j, postgres);
+
+/// The engine registered under `name` (the value of `spec.engine`).
+pub fn named(name: &str) -> Option<&'static Descriptor> {
+    ENGINES.iter().copied().find(|e| e.name == name)
+}
+
+/// The names, as `a, b or c`, for messages.
+pub fn names() -> String {
+    let names: Vec<&str> = ENGINES.iter().map(|e| e.name).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
 }
 
 /// A connection pool kept between health checks.
@@ -86,13 +102,6 @@ pub async fn schema_statement<T>(
         })
 }
 
-pub fn for_engine(engine: Engine) -> &'static dyn Connector {
-    match engine {
-        Engine::Neo4j => &neo4j::Neo4jConnector,
-        Engine::Postgres => &postgres::PostgresConnector,
-    }
-}
-
 /// A failed connect or probe, classified so the reconciler can decide how to retry.
 /// Messages carry no secrets: drivers' error texts name hosts and server codes only.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -110,11 +119,44 @@ pub enum EngineError {
     #[error("the server is temporarily unavailable: {0}")]
     Transient(String),
     #[error("the server refused the operation for user {user:?}: {detail}")]
-    PermissionDenied { user: String, detail: String },
+    PermissionDenied {
+        user: String,
+        detail: String,
+        /// The privileges this engine needs, for the hint.
+        needs: &'static str,
+    },
     #[error("the probe query failed: {0}")]
     QueryFailed(String),
     #[error("the driver rejected the connection settings: {0}")]
     Configuration(String),
+    /// A reason of one engine's own (listed in its descriptor).
+    #[error("{detail}")]
+    Engine {
+        reason: &'static Reason,
+        detail: String,
+    },
+}
+
+/// The reasons every engine shares (`EngineError`'s own variants).
+pub const SHARED_REASONS: [&str; 9] = [
+    "Unreachable",
+    "Timeout",
+    "AuthenticationFailed",
+    "DatabaseNotFound",
+    "TLSError",
+    "TransientError",
+    "PermissionDenied",
+    "ProbeFailed",
+    "InvalidSpec",
+];
+
+/// Every reason a probe can fail with: the shared ones, then each engine's own.
+pub fn failure_reasons() -> impl Iterator<Item = &'static str> {
+    SHARED_REASONS.into_iter().chain(
+        ENGINES
+            .iter()
+            .flat_map(|e| e.reasons.iter().map(|r| r.name)),
+    )
 }
 
 /// How a failure should be retried.
@@ -140,6 +182,7 @@ impl EngineError {
             EngineError::PermissionDenied { .. } => "PermissionDenied",
             EngineError::QueryFailed(_) => "ProbeFailed",
             EngineError::Configuration(_) => "InvalidSpec",
+            EngineError::Engine { reason, .. } => reason.name,
         }
     }
 
@@ -154,19 +197,23 @@ impl EngineError {
             | EngineError::Tls(_)
             | EngineError::PermissionDenied { .. }
             | EngineError::Configuration(_) => FailureClass::Permanent,
+            EngineError::Engine { reason, .. } => reason.class,
         }
     }
 
     /// Whether the server itself answered (so it is reachable even though the probe failed).
     pub fn server_answered(&self) -> bool {
-        matches!(
-            self,
-            EngineError::AuthenticationFailed { .. }
-                | EngineError::DatabaseNotFound { .. }
-                | EngineError::PermissionDenied { .. }
-                | EngineError::QueryFailed(_)
-                | EngineError::Transient(_)
-        )
+        match self {
+            EngineError::Engine { reason, .. } => reason.server_answered,
+            _ => matches!(
+                self,
+                EngineError::AuthenticationFailed { .. }
+                    | EngineError::DatabaseNotFound { .. }
+                    | EngineError::PermissionDenied { .. }
+                    | EngineError::QueryFailed(_)
+                    | EngineError::Transient(_)
+            ),
+        }
     }
 
     /// What the user should do next, appended to condition messages.
@@ -185,18 +232,17 @@ impl EngineError {
                 "Create the database on the server or correct spec.database."
             }
             EngineError::Tls(_) => {
-                "Check the scheme (PostgreSQL: sslmode) in spec.uri and the CA in spec.tls.caSecretRef."
+                "Check the TLS choice in spec.uri (its scheme, or sslmode) and the CA in spec.tls.caSecretRef."
             }
             EngineError::Transient(_) => {
                 "The server's code above says what is short (memory, a leader election, locks); retrying with backoff."
             }
-            EngineError::PermissionDenied { .. } => {
-                "The login works but lacks a privilege: Neo4j needs ACCESS on the database for probes and INDEX MANAGEMENT and CONSTRAINT MANAGEMENT (plus SHOW INDEX and SHOW CONSTRAINT) for spec.schema; PostgreSQL needs CONNECT on the database and CREATE for extensions. Grant it to the user or remove what needs it from the spec."
-            }
+            EngineError::PermissionDenied { needs, .. } => needs,
             EngineError::QueryFailed(_) => {
                 "The server's message above says why; retrying with backoff."
             }
             EngineError::Configuration(_) => "Correct the spec.",
+            EngineError::Engine { reason, .. } => reason.hint,
         }
     }
 }

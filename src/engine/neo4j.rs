@@ -12,15 +12,66 @@ use neo4rs::{
     ConfigBuilder, Graph, Neo4jClientErrorKind, Neo4jErrorKind, Neo4jSecurityErrorKind, Row, query,
 };
 
-use super::{Connector, EngineError, Pool, SchemaOps};
+use url::Url;
+
+use super::{
+    Descriptor, EngineError, Pool, SchemaOps,
+    descriptor::{UriOptions, UriShape},
+    sections,
+};
 use crate::{
     api::ServerInfo,
     credentials::Credentials,
     schema::Existing,
-    settings::{ConnectionSettings, TlsMode},
+    settings::{ConnectionSettings, SpecError, TlsMode},
 };
 
-pub struct Neo4jConnector;
+pub static ENGINE: Descriptor = Descriptor {
+    name: "neo4j",
+    product: "Neo4j 5",
+    uri: UriShape {
+        schemes: &["bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"],
+        default_port: 7687,
+        example: "bolt://host:7687",
+        pattern: concat!(
+            r"^(bolt|neo4j)(\+s|\+ssc)?://",
+            crate::uri_host_port_pattern!(),
+            "/?$"
+        ),
+        message: "for engine neo4j, uri must look like bolt://host:7687 (schemes bolt, bolt+s, bolt+ssc, neo4j, neo4j+s, neo4j+ssc) with no credentials, path or query",
+        verifying: r"^(bolt|neo4j)\+s://",
+        tls_applies: "to the bolt+s:// and neo4j+s:// schemes (bolt+ssc:// and neo4j+ssc:// skip verification already)",
+        parse: parse_uri,
+    },
+    sections: &[
+        &sections::DATABASE,
+        &sections::SCHEMA_CONSTRAINTS,
+        &sections::SCHEMA_INDEXES,
+    ],
+    reasons: &[],
+    open,
+};
+
+/// The scheme says the TLS mode; the URI names the server and nothing else.
+fn parse_uri(url: &Url) -> Result<UriOptions, SpecError> {
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(SpecError::UnexpectedUriParts(
+            "spec.uri must name only the server (no path, query or fragment); put the database in spec.database",
+        ));
+    }
+    let tls = match url.scheme() {
+        "bolt+s" | "neo4j+s" => TlsMode::Verified(None),
+        "bolt+ssc" | "neo4j+ssc" => TlsMode::InsecureSkipVerify,
+        _ => TlsMode::Plain,
+    };
+    Ok(UriOptions {
+        tls,
+        verify_hostname: true,
+        database: None,
+    })
+}
+
+const NEEDS: &str = "The login works but lacks a privilege: Neo4j needs ACCESS on the database for probes, and INDEX MANAGEMENT and CONSTRAINT MANAGEMENT (plus SHOW INDEX and SHOW CONSTRAINT) for spec.schema. Grant it to the user or remove what needs it from the spec.";
 
 struct Neo4jPool {
     graph: Graph,
@@ -29,61 +80,58 @@ struct Neo4jPool {
     _ca_file: Option<CaFile>,
 }
 
-impl Connector for Neo4jConnector {
-    fn open(
-        &self,
-        settings: &ConnectionSettings,
-        credentials: &Credentials,
-    ) -> Result<Arc<dyn Pool>, EngineError> {
-        let pool = &settings.pool;
-        let mut config = ConfigBuilder::default()
-            .uri(driver_uri(settings))
-            .user(credentials.username.clone())
-            .password(credentials.password.expose().to_owned())
-            .max_connections(pool.max_size)
-            .fetch_size(pool.fetch_size)
-            .connection_timeout(pool.connection_timeout)
-            // neo4rs wires its `max_lifetime` to the pool's wait timeout, which is what
-            // acquisitionTimeout means; true lifetime and idle limits are enforced by the
-            // reconciler, which renews the pool (see `state::PoolEntry::expired`).
-            .max_lifetime(Some(pool.acquisition_timeout));
-        if let Some(db) = &settings.database {
-            config = config.db(db.as_str());
-        }
-        let mut ca_file = None;
-        match &settings.tls {
-            TlsMode::Plain => {}
-            TlsMode::InsecureSkipVerify => config = config.skip_ssl_validation(),
-            TlsMode::Verified(None) => {}
-            TlsMode::Verified(Some(_)) => {
-                let pem = credentials.ca_pem.as_deref().ok_or_else(|| {
-                    EngineError::Tls(
-                        "the CA bundle from spec.tls.caSecretRef was not loaded".into(),
-                    )
-                })?;
-                let file = CaFile::write(pem).map_err(|e| {
-                    EngineError::Tls(format!("cannot store the CA bundle for the driver: {e}"))
-                })?;
-                config = config.with_client_certificate(&file.path);
-                ca_file = Some(file);
-            }
-        }
-        let config = config
-            .build()
-            .map_err(|e| EngineError::Configuration(e.to_string()))?;
-        let target = Target {
-            endpoint: settings.endpoint.clone(),
-            user: credentials.username.clone(),
-            database: settings.database.clone(),
-            connection_timeout: pool.connection_timeout,
-        };
-        let graph = Graph::connect(config).map_err(|e| target.classify(e))?;
-        Ok(Arc::new(Neo4jPool {
-            graph,
-            target,
-            _ca_file: ca_file,
-        }))
+fn open(
+    settings: &ConnectionSettings,
+    credentials: &Credentials,
+) -> Result<Arc<dyn Pool>, EngineError> {
+    let pool = &settings.pool;
+    let mut config = ConfigBuilder::default()
+        .uri(driver_uri(settings))
+        .user(credentials.username.clone())
+        .password(credentials.password.expose().to_owned())
+        .max_connections(pool.max_size)
+        .fetch_size(pool.fetch_size)
+        .connection_timeout(pool.connection_timeout)
+        // neo4rs wires its `max_lifetime` to the pool's wait timeout, which is what
+        // acquisitionTimeout means; true lifetime and idle limits are enforced by the
+        // reconciler, which renews the pool (see `state::PoolEntry::expired`).
+        .max_lifetime(Some(pool.acquisition_timeout));
+    if let Some(db) = &settings.database {
+        config = config.db(db.as_str());
     }
+    let mut ca_file = None;
+    match &settings.tls {
+        TlsMode::Plain => {}
+        TlsMode::InsecureSkipVerify => config = config.skip_ssl_validation(),
+        TlsMode::Verified(None) => {}
+        TlsMode::Verified(Some(_)) => {
+            let pem = credentials.ca_pem.as_deref().ok_or_else(|| {
+                EngineError::Tls(
+                    "the CA bundle from spec.tls.caSecretRef was not loaded".into(),
+                )
+            })?;
+            let file = CaFile::write(pem).map_err(|e| {
+                EngineError::Tls(format!("cannot store the CA bundle for the driver: {e}"))
+            })?;
+            config = config.with_client_certificate(&file.path);
+            ca_file = Some(file);
+        }
+    }
+    let config = config
+        .build()
+        .map_err(|e| EngineError::Configuration(e.to_string()))?;
+    let target = Target {
+        endpoint: settings.endpoint.clone(),
+        user: credentials.username.clone(),
+        database: settings.database.clone(),
+        connection_timeout: pool.connection_timeout,
+    };
+    let graph = Graph::connect(config).map_err(|e| target.classify(e))?;
+    Ok(Arc::new(Neo4jPool {
+        graph,
+        target,
+        _ca_file: ca_file,
+    }))
 }
 
 /// With TLS verification off, neo4rs wants the `+ssc` scheme or `skip_ssl_validation`; with a
@@ -240,6 +288,7 @@ impl Target {
             )) => EngineError::PermissionDenied {
                 user: self.user.clone(),
                 detail,
+                needs: NEEDS,
             },
             Neo4jErrorKind::Client(Neo4jClientErrorKind::FatalDiscovery) => {
                 EngineError::DatabaseNotFound {

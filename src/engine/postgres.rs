@@ -29,75 +29,106 @@ use tokio_postgres::{
 };
 use tracing::Instrument;
 
-use super::{Connector, EngineError, ExtensionOps, Pool, PoolUsage};
+use url::Url;
+
+use super::{
+    Descriptor, EngineError, ExtensionOps, Pool, PoolUsage,
+    descriptor::{UriOptions, UriShape},
+    sections, sslmode,
+};
 use crate::{
     api::ServerInfo,
     credentials::Credentials,
-    settings::{ConnectionSettings, TlsMode},
+    settings::{ConnectionSettings, SpecError, TlsMode},
 };
 
-pub struct PostgresConnector;
+pub static ENGINE: Descriptor = Descriptor {
+    name: "postgres",
+    product: "PostgreSQL",
+    uri: UriShape {
+        schemes: &["postgres", "postgresql"],
+        default_port: 5432,
+        example: "postgres://host:5432/database?sslmode=verify-full",
+        pattern: concat!(
+            r"^postgres(ql)?://",
+            crate::uri_host_port_pattern!(),
+            r"(/([A-Za-z0-9][A-Za-z0-9._\-]{0,62})?)?(\?sslmode=(disable|require|verify-ca|verify-full))?$"
+        ),
+        message: "for engine postgres, uri must look like postgres://host:5432/database (scheme postgres or postgresql) with no credentials; the only query parameter allowed is sslmode=disable|require|verify-ca|verify-full",
+        verifying: sslmode::VERIFYING,
+        tls_applies: sslmode::TLS_APPLIES,
+        parse: parse_uri,
+    },
+    sections: &[&sections::DATABASE, &sections::SCHEMA_EXTENSIONS],
+    reasons: &[],
+    open,
+};
+
+fn parse_uri(url: &Url) -> Result<UriOptions, SpecError> {
+    sslmode::parse(
+        url,
+        "spec.uri for postgres may carry only a database path and ?sslmode=...; put the login in the Secret named by spec.credentials.secretRef and other settings in the spec",
+    )
+}
+
 
 struct PostgresPool {
     pool: deadpool_postgres::Pool,
     target: Target,
 }
 
-impl Connector for PostgresConnector {
-    fn open(
-        &self,
-        settings: &ConnectionSettings,
-        credentials: &Credentials,
-    ) -> Result<Arc<dyn Pool>, EngineError> {
-        let limits = &settings.pool;
-        let mut config = tokio_postgres::Config::new();
-        config
-            // An IPv6 literal comes out of the URI in brackets; the driver wants it bare.
-            .host(settings.host.trim_start_matches('[').trim_end_matches(']'))
-            .port(settings.port)
-            .user(&credentials.username)
-            .password(credentials.password.expose())
-            .connect_timeout(limits.connection_timeout)
-            .application_name("dbconn-operator")
-            .ssl_mode(match settings.tls {
-                TlsMode::Plain => SslMode::Disable,
-                _ => SslMode::Require,
-            });
-        if let Some(db) = &settings.database {
-            config.dbname(db);
-        }
-        // `Fast` recycling only checks that the connection is still open: the probe that follows
-        // is itself the round trip that proves the server answers.
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match tls::connector(settings, credentials.ca_pem.as_deref())? {
-            None => Manager::from_connect(config, SpannedConnect { tls: NoTls }, manager_config),
-            Some(tls) => Manager::from_connect(config, SpannedConnect { tls }, manager_config),
-        };
-        let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(limits.max_size)
-            .timeouts(Timeouts {
-                wait: Some(limits.acquisition_timeout),
-                create: Some(limits.connection_timeout),
-                recycle: Some(limits.connection_timeout),
-            })
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| EngineError::Configuration(e.to_string()))?;
-        let target = Target {
-            endpoint: settings.endpoint.clone(),
-            user: credentials.username.clone(),
-            // PostgreSQL's default database is the one named like the user.
-            database: settings
-                .database
-                .clone()
-                .unwrap_or_else(|| credentials.username.clone()),
-            connection_timeout: limits.connection_timeout,
-            acquisition_timeout: limits.acquisition_timeout,
-        };
-        Ok(Arc::new(PostgresPool { pool, target }))
+fn open(
+    settings: &ConnectionSettings,
+    credentials: &Credentials,
+) -> Result<Arc<dyn Pool>, EngineError> {
+    let limits = &settings.pool;
+    let mut config = tokio_postgres::Config::new();
+    config
+        // An IPv6 literal comes out of the URI in brackets; the driver wants it bare.
+        .host(settings.host.trim_start_matches('[').trim_end_matches(']'))
+        .port(settings.port)
+        .user(&credentials.username)
+        .password(credentials.password.expose())
+        .connect_timeout(limits.connection_timeout)
+        .application_name("dbconn-operator")
+        .ssl_mode(match settings.tls {
+            TlsMode::Plain => SslMode::Disable,
+            _ => SslMode::Require,
+        });
+    if let Some(db) = &settings.database {
+        config.dbname(db);
     }
+    // `Fast` recycling only checks that the connection is still open: the probe that follows
+    // is itself the round trip that proves the server answers.
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls::connector(settings, credentials.ca_pem.as_deref())? {
+        None => Manager::from_connect(config, SpannedConnect { tls: NoTls }, manager_config),
+        Some(tls) => Manager::from_connect(config, SpannedConnect { tls }, manager_config),
+    };
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(limits.max_size)
+        .timeouts(Timeouts {
+            wait: Some(limits.acquisition_timeout),
+            create: Some(limits.connection_timeout),
+            recycle: Some(limits.connection_timeout),
+        })
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| EngineError::Configuration(e.to_string()))?;
+    let target = Target {
+        endpoint: settings.endpoint.clone(),
+        user: credentials.username.clone(),
+        // PostgreSQL's default database is the one named like the user.
+        database: settings
+            .database
+            .clone()
+            .unwrap_or_else(|| credentials.username.clone()),
+        connection_timeout: limits.connection_timeout,
+        acquisition_timeout: limits.acquisition_timeout,
+    };
+    Ok(Arc::new(PostgresPool { pool, target }))
 }
 
 /// Opens connections as deadpool's own connector does, but runs each connection's background
@@ -457,7 +488,7 @@ mod tests {
             ca_pem: None,
             ca_resource_version: None,
         };
-        let pool = PostgresConnector.open(&settings, &credentials).unwrap();
+        let pool = open(&settings, &credentials).unwrap();
         let error = pool.ping().await.unwrap_err();
         assert_eq!(error.reason(), "Unreachable", "{error}");
         assert!(error.to_string().contains("refused"), "{error}");
