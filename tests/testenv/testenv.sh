@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# One entry point for the real test environment: kube-apiserver + etcd, Neo4j 5, PostgreSQL.
-# Everything listens on 127.0.0.1 only. Builds are cached outside the repo (see CACHE_DIR).
+# One entry point for the real test environment: kube-apiserver + etcd, and the servers the tests
+# connect to, a file each in services/ (Neo4j 5, PostgreSQL, MariaDB, nginx). Everything listens
+# on 127.0.0.1 only. Builds are cached outside the repo (see CACHE_DIR).
 #
 #   testenv.sh up            build what is missing, start everything, wait until each answers
 #   testenv.sh down          stop everything
 #   testenv.sh env           print the environment the tests read (KEY=VALUE lines)
 #   testenv.sh status        say what runs
-#   testenv.sh stop SERVICE  stop one service (neo4j|postgres|apiserver|etcd), for fault tests
+#   testenv.sh stop SERVICE  stop one service (etcd, apiserver, or a file's name in services/),
+#                            for fault tests
 #   testenv.sh start SERVICE start one service again
 #   testenv.sh kill SERVICE  crash one service (SIGKILL; PostgreSQL: immediate shutdown), for fault tests
 #   testenv.sh judges        build tests/gitops.rs' judges unless cached; print the binary's path
+#   (plus the subcommands a service adds; the usage text lists them)
+#
+# A service registers itself, so adding one touches only its own file: services/NAME.sh appends
+# NAME to TESTENV_DATABASES and "LABEL:PORT" to TESTENV_FORWARDS (each port Pods of the cluster
+# mode reach it on), sets its port and test credentials, and defines NAME_build, NAME_start,
+# NAME_stop, NAME_kill, NAME_running and NAME_env; a function testenv_cmd_FOO_BAR is the
+# subcommand foo-bar.
 #
 # Cluster mode (lib/cluster.sh): a single-node cluster that runs Pods, with its own state dir
 # (/tmp/dbconn-cluster) and ports, so it can run beside the environment above.
@@ -31,38 +40,37 @@ export STATE_DIR=${DBCONN_TESTENV_STATE:-/tmp/dbconn-testenv}
 export BIN_DIR=$CACHE_DIR/bin
 mkdir -p "$CACHE_DIR" "$BIN_DIR" "$STATE_DIR"
 
-# Fixed loopback ports, chosen away from the services' defaults so a developer's own
-# Neo4j or PostgreSQL on the default port is never touched.
+# Fixed loopback ports, chosen away from the defaults so a developer's own servers are never
+# touched (each service in services/ sets its own the same way).
 export ETCD_PORT=${ETCD_PORT:-23790}
 export ETCD_PEER_PORT=${ETCD_PEER_PORT:-23800}
 export APISERVER_PORT=${APISERVER_PORT:-16443}
-export NEO4J_BOLT_PORT=${NEO4J_BOLT_PORT:-17687}
-export POSTGRES_PORT=${POSTGRES_PORT:-15432}
-
-# Known test credentials; they exist only inside this throwaway environment.
-export NEO4J_TEST_USER=neo4j
-export NEO4J_TEST_PASSWORD=${NEO4J_TEST_PASSWORD:-dbconn-test-pw}
-export POSTGRES_TEST_USER=dbconn
-export POSTGRES_TEST_PASSWORD=${POSTGRES_TEST_PASSWORD:-dbconn-test-pw}
-export POSTGRES_TEST_DB=dbconn
 
 # shellcheck source=lib/common.sh
 source "$TESTENV_DIR/lib/common.sh"
 source "$TESTENV_DIR/lib/etcd.sh"
 source "$TESTENV_DIR/lib/k8s.sh"
-source "$TESTENV_DIR/lib/neo4j.sh"
-source "$TESTENV_DIR/lib/postgres.sh"
+source "$TESTENV_DIR/lib/testca.sh"
+TESTENV_DATABASES=()
+TESTENV_FORWARDS=()
+for service_file in "$TESTENV_DIR"/services/*.sh; do
+  # shellcheck source=/dev/null
+  source "$service_file"
+done
 source "$TESTENV_DIR/lib/judges.sh"
 source "$TESTENV_DIR/lib/promtool.sh"
 source "$TESTENV_DIR/lib/cluster-pki.sh"
 source "$TESTENV_DIR/lib/cluster-host.sh"
 source "$TESTENV_DIR/lib/cluster.sh"
 
-SERVICES=(etcd apiserver neo4j postgres)
+SERVICES=(etcd apiserver "${TESTENV_DATABASES[@]}")
 
 cmd_up() {
+  local db
   # Build first (idempotent, cached), then start; a running service is left alone.
-  etcd_build; k8s_build; neo4j_build; postgres_build; promtool_build
+  etcd_build; k8s_build
+  for db in "${TESTENV_DATABASES[@]}"; do "${db}_build"; done
+  promtool_build
   judges_build >/dev/null
   for s in "${SERVICES[@]}"; do "${s}_start"; done
   cmd_env > "$STATE_DIR/env"
@@ -75,7 +83,10 @@ cmd_down() {
 }
 
 cmd_env() {
-  k8s_env; neo4j_env; postgres_env
+  local db
+  k8s_env
+  for db in "${TESTENV_DATABASES[@]}"; do "${db}_env"; done
+  echo "TESTENV_CA=$TESTCA_DIR/ca.crt"
   echo "TESTENV_BIN_DIR=$BIN_DIR"
   echo "TESTENV_SCRIPT=$TESTENV_DIR/testenv.sh"
 }
@@ -86,19 +97,39 @@ cmd_status() {
   done
 }
 
+# service_do NAME ACTION: NAME_ACTION, for a service this environment has.
+service_do() {
+  local s
+  for s in "${SERVICES[@]}"; do
+    if [[ $s == "$1" ]]; then "${1}_$2"; return; fi
+  done
+  die "unknown service '$1' (one of: ${SERVICES[*]})"
+}
+
+usage() {
+  awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"
+  echo "# Subcommands of the services:"
+  grep -h '^#   testenv\.sh ' "$TESTENV_DIR"/services/*.sh
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
-  stop) "${2:?service}_stop" ;;
-  start) "${2:?service}_start" ;;
-  kill) "${2:?service}_kill" ;;
+  stop) service_do "${2:?service}" stop ;;
+  start) service_do "${2:?service}" start ;;
+  kill) service_do "${2:?service}" kill ;;
   judges) judges_build ;;
   cluster-up) cluster_up ;;
   cluster-down) cluster_down ;;
   cluster-status) cluster_status ;;
   cluster-env) printf '%s\n' "KUBECONFIG=$STATE_DIR/kubeconfig" "TESTENV_BIN_DIR=$BIN_DIR" "CLUSTER_ADDR=$CLUSTER_ADDR" ;;
   cluster-import) cluster_image_import "${2:?OCI archive}" ;;
-  *) sed -n '2,20p' "$0"; exit 2 ;;
+  *)
+    # A subcommand a service defines (testenv_cmd_FOO_BAR for foo-bar), else the usage.
+    cmd=testenv_cmd_${1:-}
+    cmd=${cmd//-/_}
+    if [[ -n ${1:-} ]] && declare -F "$cmd" >/dev/null; then shift; "$cmd" "$@"; else usage; exit 2; fi
+    ;;
 esac

@@ -27,8 +27,9 @@ CLUSTER_SERVICE_IP=${CLUSTER_SERVICE_IP:-10.96.0.1}
 # The tag kubelet/containerd expect for the sandbox image (build/pause/Makefile of v1.34).
 PAUSE_IMAGE=registry.k8s.io/pause:3.10.1
 CLUSTER_COMPONENTS=(etcd apiserver containerd controller-manager scheduler kubelet kube-proxy)
-# Database ports of the plain environment, forwarded from the bridge address so Pods reach them.
-CLUSTER_FORWARDS=("postgres:$POSTGRES_PORT" "neo4j:$NEO4J_BOLT_PORT")
+# Database ports of the plain environment, forwarded from the bridge address so Pods reach them:
+# each service in services/ registers its own.
+CLUSTER_FORWARDS=("${TESTENV_FORWARDS[@]}")
 
 _cl_containerd_sock() { echo "$STATE_DIR/containerd/containerd.sock"; }
 _cl_ctr() { ctr --address "$(_cl_containerd_sock)" -n k8s.io "$@"; }

@@ -32,6 +32,9 @@ kill_pid() {
   rm -f "$f"
 }
 
+# port_open PORT: true when something listens on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 # wait_for DESCRIPTION SECONDS COMMAND...: poll until COMMAND succeeds.
 wait_for() {
   local what=$1 secs=$2 i; shift 2
@@ -71,4 +74,20 @@ testenv_spawn() {
     sleep 0.05
   done
   die "$name did not start (log: $logf)"
+}
+
+# testenv_apt_install PACKAGE...: install Debian packages (as root) without starting the
+# services they ship: we run our own servers on our own ports, and a system one would hold the
+# default port and outlive the environment. A policy-rc.d already in place (Docker images have
+# one) is put back afterwards.
+testenv_apt_install() {
+  local policy=/usr/sbin/policy-rc.d saved='' rc=0
+  [[ $EUID -eq 0 ]] || die "installing $* needs root (sudo apt-get install -y $*)"
+  if [[ -e $policy ]]; then saved=$(mktemp); cp -p "$policy" "$saved"; fi
+  printf '#!/bin/sh\n# dbconn testenv: no service starts while it installs packages\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; } \
+    >"$CACHE_DIR/apt-install.log" 2>&1 || rc=$?
+  if [[ -n $saved ]]; then mv -f "$saved" "$policy"; else rm -f "$policy"; fi
+  ((rc == 0)) || { tail -n 20 "$CACHE_DIR/apt-install.log" >&2; die "apt-get install $* failed (log: $CACHE_DIR/apt-install.log)"; }
 }

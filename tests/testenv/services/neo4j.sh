@@ -2,6 +2,14 @@
 # Built with Maven into $CACHE_DIR/neo4j-<version>/ (rebuilt only when the pom or launcher change);
 # data in $STATE_DIR/neo4j-data survives stop/start; log in $STATE_DIR/neo4j.log.
 
+# Away from Neo4j's default port, so a developer's own Neo4j is never touched.
+export NEO4J_BOLT_PORT=${NEO4J_BOLT_PORT:-17687}
+# Known test credentials; they exist only inside this throwaway environment.
+export NEO4J_TEST_USER=neo4j
+export NEO4J_TEST_PASSWORD=${NEO4J_TEST_PASSWORD:-dbconn-test-pw}
+TESTENV_DATABASES+=(neo4j)
+TESTENV_FORWARDS+=("neo4j:$NEO4J_BOLT_PORT")
+
 NEO4J_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../neo4j" && pwd)
 NEO4J_VERSION=$(sed -n 's:.*<neo4j.version>\(.*\)</neo4j.version>.*:\1:p' "$NEO4J_SRC/pom.xml")
 NEO4J_HOME=$CACHE_DIR/neo4j-$NEO4J_VERSION

@@ -3,6 +3,15 @@
 # $STATE_DIR/postgres.log. Password (scram-sha-256) auth everywhere. The server refuses to run as
 # root, so under root it runs as Debian's `postgres` OS user.
 
+# Away from PostgreSQL's default port, so a developer's own server is never touched.
+export POSTGRES_PORT=${POSTGRES_PORT:-15432}
+# Known test credentials; they exist only inside this throwaway environment.
+export POSTGRES_TEST_USER=dbconn
+export POSTGRES_TEST_PASSWORD=${POSTGRES_TEST_PASSWORD:-dbconn-test-pw}
+export POSTGRES_TEST_DB=dbconn
+TESTENV_DATABASES+=(postgres)
+TESTENV_FORWARDS+=("postgres:$POSTGRES_PORT")
+
 POSTGRES_DATA=$STATE_DIR/pgdata
 POSTGRES_SOCKET_DIR=$STATE_DIR/pg-socket
 POSTGRES_LOG=$STATE_DIR/postgres.log
