@@ -25,7 +25,7 @@ macro_rules! engines {
     };
 }
 
-engines!(neo4j, postgres);
+engines!(neo4j, postgres, mysql);
 
 /// The engine registered under `name` (the value of `spec.engine`).
 pub fn named(name: &str) -> Option<&'static Descriptor> {

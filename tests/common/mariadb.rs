@@ -123,3 +123,10 @@ fn identifier(name: &str) -> String {
 fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
+
+/// A MySQL-engine DatabaseConnection with fast health checks, for tests.
+pub fn connection_yaml(name: &str, uri: &str, secret: &str) -> String {
+    format!(
+        "apiVersion: dbconn.dev/v1alpha1\nkind: DatabaseConnection\nmetadata:\n  name: {name}\nspec:\n  engine: mysql\n  uri: {uri}\n  credentials:\n    secretRef:\n      name: {secret}\n  healthCheck:\n    interval: 5s\n    timeout: 3s\n    failureThreshold: 1\n"
+    )
+}
