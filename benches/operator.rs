@@ -32,7 +32,7 @@ use common::{
 use dbconn_operator::{
     api::DatabaseConnection,
     conditions::{self, READY},
-    credentials::{Credentials, SecretString},
+    credentials::Credentials,
     engine::Pool,
     settings::ConnectionSettings,
 };
@@ -673,14 +673,8 @@ async fn bench_probe() {
     let env = TestEnv::get();
     let spec = connection("probe", env.neo4j_uri(), "unused").spec;
     let settings = ConnectionSettings::from_spec(&spec).expect("the bench spec is valid");
-    let credentials = Credentials {
-        username: env.var("NEO4J_USER").into(),
-        password: SecretString::new(env.neo4j_password()),
-        secret_name: "unused".into(),
-        secret_resource_version: "0".into(),
-        ca_pem: None,
-        ca_resource_version: None,
-    };
+    let credentials =
+        Credentials::login(env.var("NEO4J_USER"), env.neo4j_password(), "unused", "0");
     let pool = (settings.engine.open)(&settings, &credentials).expect("open a Neo4j pool");
     pool.identify()
         .await

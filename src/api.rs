@@ -87,8 +87,10 @@ pub struct DatabaseConnectionSpec {
     )]
     pub database: Option<String>,
 
-    /// Where the username and password come from.
-    pub credentials: CredentialsSpec,
+    /// Where the username and password come from; required except for engines that may be
+    /// reached without a login (the README's engine table says which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialsSpec>,
 
     /// How the server's certificate is checked, for the TLS schemes (PostgreSQL: `sslmode=verify-ca`
     /// or `verify-full`).
@@ -133,7 +135,7 @@ pub struct BindingSpec {
     pub secret_name: Option<String>,
 }
 
-const BINDING_NOT_CREDENTIALS_RULE: &str = "!has(self.binding) || !has(self.binding.secretName) || self.binding.secretName != self.credentials.secretRef.name";
+const BINDING_NOT_CREDENTIALS_RULE: &str = "!has(self.binding) || !has(self.binding.secretName) || !has(self.credentials) || self.binding.secretName != self.credentials.secretRef.name";
 
 /// A reference to the Secret that holds the login, in the connection's own namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -603,6 +605,9 @@ mod tests {
         assert_eq!(spec.pool.max_size, 50);
         assert_eq!(spec.health_check.interval.as_str(), "30s");
         assert_eq!(spec.retry.max_delay.as_str(), "16s");
-        assert_eq!(spec.credentials.secret_ref.password_key, "password");
+        assert_eq!(
+            spec.credentials.unwrap().secret_ref.password_key,
+            "password"
+        );
     }
 }

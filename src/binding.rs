@@ -81,9 +81,13 @@ pub fn desired(
         ("host", host.to_owned()),
         ("port", port.to_owned()),
         ("uri", settings.uri.clone()),
-        ("username", credentials.username.clone()),
-        ("password", credentials.password.expose().to_owned()),
     ];
+    if let Some(login) = &credentials.login {
+        if !login.username.is_empty() {
+            entries.push(("username", login.username.clone()));
+        }
+        entries.push(("password", login.password.expose().to_owned()));
+    }
     if let Some(database) = &settings.database {
         entries.push(("database", database.clone()));
     }
@@ -196,7 +200,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     use super::*;
-    use crate::{api::BindingSpec, credentials::SecretString, fixtures};
+    use crate::{api::BindingSpec, fixtures};
 
     fn connection() -> DatabaseConnection {
         let mut obj = DatabaseConnection::new("graph", fixtures::neo4j_spec("login"));
@@ -207,14 +211,7 @@ mod tests {
     }
 
     fn credentials() -> Credentials {
-        Credentials {
-            username: "neo4j".into(),
-            password: SecretString::new("pw"),
-            secret_name: "login".into(),
-            secret_resource_version: "1".into(),
-            ca_pem: None,
-            ca_resource_version: None,
-        }
+        Credentials::login("neo4j", "pw", "login", "1")
     }
 
     fn binding() -> Secret {

@@ -36,27 +36,50 @@ impl fmt::Debug for SecretString {
     }
 }
 
-/// The login for one connection, with the Secret version it came from.
-#[derive(Clone, Debug)]
+/// What one connection reads from Secrets: its login, if `spec.credentials` names one (an engine
+/// may be reached without), and the CA bundle, if `spec.tls.caSecretRef` names one.
+#[derive(Clone, Debug, Default)]
 pub struct Credentials {
-    pub username: String,
-    pub password: SecretString,
-    pub secret_name: String,
-    pub secret_resource_version: String,
+    pub login: Option<Login>,
     /// PEM CA bundle, when `spec.tls.caSecretRef` is set.
     pub ca_pem: Option<Vec<u8>>,
     /// The CA Secret's resourceVersion, when there is one.
     pub ca_resource_version: Option<String>,
 }
 
+/// A login, with the Secret version it came from.
+#[derive(Clone, Debug)]
+pub struct Login {
+    /// Empty where the engine lets the Secret leave it out (a bearer token needs none).
+    pub username: String,
+    pub password: SecretString,
+    pub secret_name: String,
+    pub secret_resource_version: String,
+}
+
 impl Credentials {
+    /// A login read from `secret_name` at `version`, and no CA.
+    pub fn login(username: &str, password: &str, secret_name: &str, version: &str) -> Self {
+        Self {
+            login: Some(Login {
+                username: username.to_owned(),
+                password: SecretString::new(password),
+                secret_name: secret_name.to_owned(),
+                secret_resource_version: version.to_owned(),
+            }),
+            ..Self::default()
+        }
+    }
+
     /// A process-local fingerprint of the values, to notice a rotation without keeping or
     /// publishing anything derived from the password: the hash key is random per process.
     pub fn fingerprint(&self) -> u64 {
         static KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
         let mut hasher = KEY.build_hasher();
-        self.username.hash(&mut hasher);
-        self.password.hash(&mut hasher);
+        if let Some(login) = &self.login {
+            login.username.hash(&mut hasher);
+            login.password.hash(&mut hasher);
+        }
         self.ca_pem.hash(&mut hasher);
         hasher.finish()
     }
@@ -67,43 +90,53 @@ impl Credentials {
 /// Secrets say now; anything else is read again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretInputs {
-    login: [String; 4],
+    login: Option<[String; 4]>,
     ca: Option<[String; 3]>,
 }
 
 impl SecretInputs {
     /// From the references and the Secrets' resourceVersions.
-    pub fn new(
-        login: &SecretKeysRef,
-        login_version: &str,
-        ca: Option<(&CaSecretRef, &str)>,
-    ) -> Self {
+    pub fn new(login: Option<(&SecretKeysRef, &str)>, ca: Option<(&CaSecretRef, &str)>) -> Self {
         Self {
-            login: [
-                login.name.clone(),
-                login.username_key.clone(),
-                login.password_key.clone(),
-                login_version.to_owned(),
-            ],
+            login: login.map(|(login, version)| {
+                [
+                    login.name.clone(),
+                    login.username_key.clone(),
+                    login.password_key.clone(),
+                    version.to_owned(),
+                ]
+            }),
             ca: ca.map(|(ca, version)| [ca.name.clone(), ca.key.clone(), version.to_owned()]),
         }
     }
 
     /// Whether these were read through exactly `login` and `ca`, whatever the versions.
-    pub fn same_references(&self, login: &SecretKeysRef, ca: Option<&CaSecretRef>) -> bool {
+    pub fn same_references(&self, login: Option<&SecretKeysRef>, ca: Option<&CaSecretRef>) -> bool {
+        let login_version = self.login.as_ref().map_or("", |login| login[3].as_str());
         let ca_version = self.ca.as_ref().map_or("", |ca| ca[2].as_str());
-        *self == Self::new(login, &self.login[3], ca.map(|ca| (ca, ca_version)))
+        *self
+            == Self::new(
+                login.map(|login| (login, login_version)),
+                ca.map(|ca| (ca, ca_version)),
+            )
     }
 
     /// What `credentials` were read from, through `login` and `ca`.
-    pub fn of(login: &SecretKeysRef, ca: Option<&CaSecretRef>, credentials: &Credentials) -> Self {
+    pub fn of(
+        login: Option<&SecretKeysRef>,
+        ca: Option<&CaSecretRef>,
+        credentials: &Credentials,
+    ) -> Self {
+        let login_version = credentials
+            .login
+            .as_ref()
+            .map_or("", |l| l.secret_resource_version.as_str());
         let ca_version = credentials
             .ca_resource_version
             .as_deref()
             .unwrap_or_default();
         Self::new(
-            login,
-            &credentials.secret_resource_version,
+            login.map(|login| (login, login_version)),
             ca.map(|ca| (ca, ca_version)),
         )
     }
@@ -168,31 +201,27 @@ impl CredentialsError {
     }
 }
 
-/// Reads the login Secret and, if given, the CA Secret.
+/// Whether a login Secret must hold a username: engines that may be reached without a login
+/// accept one without (a bearer token is only a password).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Username {
+    Required,
+    Optional,
+}
+
+/// Reads the login Secret, if given, and the CA Secret, if given.
 pub async fn load(
     client: &Client,
     namespace: &str,
-    login: &SecretKeysRef,
+    login: Option<&SecretKeysRef>,
+    username: Username,
     ca: Option<&CaSecretRef>,
 ) -> Result<Credentials, CredentialsError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = fetch(&secrets, namespace, &login.name, || {
-        format!("{:?} and {:?}", login.username_key, login.password_key)
-    })
-    .await?;
-    check_type(&secret, &login.name, &LOGIN_SECRET)?;
-    let username = text_value(
-        &secret,
-        &login.name,
-        &login.username_key,
-        "credentials.secretRef.usernameKey",
-    )?;
-    let password = text_value(
-        &secret,
-        &login.name,
-        &login.password_key,
-        "credentials.secretRef.passwordKey",
-    )?;
+    let login = match login {
+        None => None,
+        Some(login) => Some(load_login(&secrets, namespace, login, username).await?),
+    };
     let (ca_pem, ca_resource_version) = match ca {
         None => (None, None),
         Some(ca) => {
@@ -204,12 +233,43 @@ pub async fn load(
         }
     };
     Ok(Credentials {
+        login,
+        ca_pem,
+        ca_resource_version,
+    })
+}
+
+async fn load_login(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    login: &SecretKeysRef,
+    username: Username,
+) -> Result<Login, CredentialsError> {
+    let secret = fetch(secrets, namespace, &login.name, || {
+        format!("{:?} and {:?}", login.username_key, login.password_key)
+    })
+    .await?;
+    check_type(&secret, &login.name, &LOGIN_SECRET)?;
+    let username = match text_value(
+        &secret,
+        &login.name,
+        &login.username_key,
+        "credentials.secretRef.usernameKey",
+    ) {
+        Err(CredentialsError::KeyMissing { .. }) if username == Username::Optional => String::new(),
+        read => read?,
+    };
+    let password = text_value(
+        &secret,
+        &login.name,
+        &login.password_key,
+        "credentials.secretRef.passwordKey",
+    )?;
+    Ok(Login {
         username,
         password: SecretString(password),
         secret_name: login.name.clone(),
         secret_resource_version: secret.metadata.resource_version.clone().unwrap_or_default(),
-        ca_pem,
-        ca_resource_version,
     })
 }
 
@@ -349,20 +409,25 @@ mod tests {
             key: "ca.crt".into(),
             namespace: None,
         };
-        let read = SecretInputs::new(&login, "7", Some((&ca, "3")));
-        assert!(read.same_references(&login, Some(&ca)));
-        assert!(!read.same_references(&login, None));
+        let read = SecretInputs::new(Some((&login, "7")), Some((&ca, "3")));
+        assert!(read.same_references(Some(&login), Some(&ca)));
+        assert!(!read.same_references(Some(&login), None));
+        assert!(!read.same_references(None, Some(&ca)));
         let renamed = SecretKeysRef {
             name: "login-v2".into(),
             ..login.clone()
         };
-        assert!(!read.same_references(&renamed, Some(&ca)));
+        assert!(!read.same_references(Some(&renamed), Some(&ca)));
         let other_key = CaSecretRef {
             key: "bundle.pem".into(),
             ..ca.clone()
         };
-        assert!(!read.same_references(&login, Some(&other_key)));
-        assert!(!SecretInputs::new(&login, "7", None).same_references(&login, Some(&ca)));
+        assert!(!read.same_references(Some(&login), Some(&other_key)));
+        let no_ca = SecretInputs::new(Some((&login, "7")), None);
+        assert!(!no_ca.same_references(Some(&login), Some(&ca)));
+        let nothing = SecretInputs::new(None, None);
+        assert!(nothing.same_references(None, None));
+        assert!(!nothing.same_references(Some(&login), None));
     }
 
     #[test]
@@ -426,14 +491,7 @@ mod tests {
 
     #[test]
     fn debug_output_redacts_the_password() {
-        let creds = Credentials {
-            username: "neo4j".into(),
-            password: SecretString("hunter2".into()),
-            secret_name: "db".into(),
-            secret_resource_version: "1".into(),
-            ca_pem: None,
-            ca_resource_version: None,
-        };
+        let creds = Credentials::login("neo4j", "hunter2", "db", "1");
         let printed = format!("{creds:?}");
         assert!(
             !printed.contains("hunter2") && printed.contains("<redacted>"),
@@ -443,16 +501,9 @@ mod tests {
 
     #[test]
     fn fingerprint_changes_with_the_password() {
-        let mut creds = Credentials {
-            username: "neo4j".into(),
-            password: SecretString("one".into()),
-            secret_name: "db".into(),
-            secret_resource_version: "1".into(),
-            ca_pem: None,
-            ca_resource_version: None,
-        };
-        let before = creds.fingerprint();
-        creds.password = SecretString("two".into());
-        assert_ne!(before, creds.fingerprint());
+        let one = Credentials::login("neo4j", "one", "db", "1");
+        let two = Credentials::login("neo4j", "two", "db", "1");
+        assert_ne!(one.fingerprint(), two.fingerprint());
+        assert_ne!(one.fingerprint(), Credentials::default().fingerprint());
     }
 }

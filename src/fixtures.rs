@@ -10,14 +10,14 @@ pub fn neo4j_spec(secret: &str) -> DatabaseConnectionSpec {
         engine: "neo4j".into(),
         uri: "bolt://127.0.0.1:7687".into(),
         database: None,
-        credentials: CredentialsSpec {
+        credentials: Some(CredentialsSpec {
             secret_ref: SecretKeysRef {
                 name: secret.into(),
                 username_key: "username".into(),
                 password_key: "password".into(),
                 namespace: None,
             },
-        },
+        }),
         tls: None,
         pool: Default::default(),
         health_check: Default::default(),

@@ -9,7 +9,7 @@ use url::Url;
 use crate::{
     api::{CaSecretRef, DatabaseConnection, DatabaseConnectionSpec},
     duration,
-    engine::{self, Descriptor},
+    engine::{self, Descriptor, descriptor::Login},
 };
 
 /// Everything needed to open a pool and probe it, validated.
@@ -79,6 +79,10 @@ pub enum SpecError {
     },
     #[error("spec.engine {0:?} is not supported; use {names}", names = engine::names())]
     UnknownEngine(String),
+    #[error(
+        "spec.credentials is required for engine {0}: name the Secret that holds the login in spec.credentials.secretRef"
+    )]
+    CredentialsMissing(&'static str),
     #[error(
         "spec.uri scheme {scheme:?} is not supported for engine {engine}; use one of {supported}"
     )]
@@ -154,6 +158,7 @@ impl SpecError {
             SpecError::RetryBoundsInverted => "spec.retry",
             SpecError::TlsConflict | SpecError::TlsNotApplicable(_) => "spec.tls",
             SpecError::UnknownEngine(_) => "spec.engine",
+            SpecError::CredentialsMissing(_) => "spec.credentials",
             SpecError::DatabaseConflict { .. } => "spec.database",
             SpecError::MalformedUri { .. }
             | SpecError::UnsupportedScheme { .. }
@@ -180,6 +185,9 @@ impl ConnectionSettings {
     pub fn from_spec(spec: &DatabaseConnectionSpec) -> Result<Self, SpecError> {
         let engine = engine::named(&spec.engine)
             .ok_or_else(|| SpecError::UnknownEngine(spec.engine.clone()))?;
+        if spec.credentials.is_none() && engine.login == Login::Required {
+            return Err(SpecError::CredentialsMissing(engine.name));
+        }
         let uri = parse_uri(engine, spec)?;
         let database = match (
             spec.database.clone().filter(|d| !d.is_empty()),
@@ -258,7 +266,12 @@ fn check_binding_name(obj: &DatabaseConnection) -> Result<(), SpecError> {
         .tls
         .as_ref()
         .and_then(|tls| tls.ca_secret_ref.as_ref());
-    let role = if name == obj.spec.credentials.secret_ref.name {
+    let login = obj
+        .spec
+        .credentials
+        .as_ref()
+        .map(|c| c.secret_ref.name.as_str());
+    let role = if login == Some(name.as_str()) {
         "credentials"
     } else if ca.is_some_and(|ca| ca.name == name) {
         "CA"
@@ -279,7 +292,9 @@ pub fn check_secret_namespaces(
     let references = [
         (
             "spec.credentials.secretRef.namespace",
-            spec.credentials.secret_ref.namespace.as_deref(),
+            spec.credentials
+                .as_ref()
+                .and_then(|c| c.secret_ref.namespace.as_deref()),
         ),
         (
             "spec.tls.caSecretRef.namespace",
@@ -619,7 +634,7 @@ mod tests {
     fn secret_references_stay_in_the_connections_namespace() {
         let mut spec = fixtures::neo4j_spec("creds");
         assert_eq!(check_secret_namespaces(&spec, Some("team-a")), Ok(()));
-        spec.credentials.secret_ref.namespace = Some("team-a".into());
+        spec.credentials.as_mut().unwrap().secret_ref.namespace = Some("team-a".into());
         assert_eq!(check_secret_namespaces(&spec, Some("team-a")), Ok(()));
         let refused = check_secret_namespaces(&spec, Some("team-b")).unwrap_err();
         assert_eq!(refused.reason(), "SecretRefCrossNamespace");
@@ -630,7 +645,7 @@ mod tests {
         // Offline, the namespace is unknown: an explicit one cannot be shown to match.
         assert!(check_secret_namespaces(&spec, None).is_err());
 
-        spec.credentials.secret_ref.namespace = None;
+        spec.credentials.as_mut().unwrap().secret_ref.namespace = None;
         spec.uri = "bolt+s://db:7687".into();
         spec.tls = Some(TlsSpec {
             ca_secret_ref: Some(CaSecretRef {
@@ -665,6 +680,16 @@ mod tests {
         }
         assert_eq!(mask_userinfo("x@bolt://db"), "***@bolt://db");
         assert_eq!(mask_userinfo("bolt://db"), "bolt://db");
+    }
+
+    #[test]
+    fn a_login_is_required_where_the_engine_says_so() {
+        let mut spec = spec_with_uri("bolt://db");
+        spec.credentials = None;
+        assert_eq!(
+            ConnectionSettings::from_spec(&spec).unwrap_err(),
+            SpecError::CredentialsMissing("neo4j")
+        );
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub enum Outcome<'a> {
     Connected {
         server: &'a ServerInfo,
         endpoint: &'a str,
-        user: &'a str,
+        /// The login's username; empty for a token alone, `None` without a login.
+        user: Option<&'a str>,
     },
     Failed {
         error: &'a EngineError,
@@ -198,12 +199,27 @@ fn outcome_changes(previous: &DatabaseConnectionStatus, outcome: &Outcome<'_>) -
                     "Connected",
                     format!("{endpoint} answered the last probe."),
                 ),
-                set(
-                    CREDENTIALS_VALID,
-                    True,
-                    "Authenticated",
-                    format!("Logged in as {user:?}."),
-                ),
+                match user {
+                    Some("") => set(
+                        CREDENTIALS_VALID,
+                        True,
+                        "Authenticated",
+                        "The server accepted the password (token) from the Secret.".into(),
+                    ),
+                    Some(user) => set(
+                        CREDENTIALS_VALID,
+                        True,
+                        "Authenticated",
+                        format!("Logged in as {user:?}."),
+                    ),
+                    None => set(
+                        CREDENTIALS_VALID,
+                        True,
+                        "NoLoginNeeded",
+                        "spec.credentials names no login, and the server answered without one."
+                            .into(),
+                    ),
+                },
                 Change::Remove(RECONCILING),
                 Change::Remove(STALLED),
             ]
@@ -298,7 +314,7 @@ mod tests {
         let outcome = Outcome::Connected {
             server: &server,
             endpoint: "db:7687",
-            user: "neo4j",
+            user: Some("neo4j"),
         };
         desired(previous, &outcome, &Facts::default(), Some(1), now())
     }
@@ -512,7 +528,7 @@ mod tests {
         let outcome = Outcome::Connected {
             server: &server,
             endpoint: "db:7687",
-            user: "neo4j",
+            user: Some("neo4j"),
         };
         let status = desired(&Default::default(), &outcome, &facts, Some(1), now());
         let tls = find(&status.conditions, TLS_VERIFIED).unwrap();

@@ -259,11 +259,12 @@ async fn a_delete_in_any_state_closes_the_pool_and_removes_the_series() {
         "bolt://127.0.0.1:1",
         "login",
     ));
-    h.apply(&common::neo4j_connection_yaml(
-        "invalid",
-        "bolt://127.0.0.1:99999",
-        "login",
-    ));
+    // Past the apiserver's checks but refused by the operator: the default binding name is the
+    // CA Secret it reads.
+    h.apply(
+        &(common::neo4j_connection_yaml("invalid", "bolt+s://127.0.0.1:1", "login")
+            + "  binding: {}\n  tls:\n    caSecretRef:\n      name: invalid-binding\n"),
+    );
     h.apply(
         &common::neo4j_connection_yaml("suspended", uri, "login")
             .replace("spec:\n", "spec:\n  suspend: true\n"),

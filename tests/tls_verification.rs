@@ -17,7 +17,7 @@ use common::{
 use dbconn_operator::{
     api::{DatabaseConnectionStatus, ServerInfo},
     conditions::{TLS_VERIFIED, find},
-    credentials::{Credentials, SecretString},
+    credentials::Credentials,
     engine::EngineError,
     settings::{ConnectionSettings, TlsMode},
     status::{self, Facts, Outcome},
@@ -41,12 +41,9 @@ fn settings(engine: &str, uri: &str, tls: serde_json::Value) -> ConnectionSettin
 /// Opens a pool through the engine, as the reconciler does, and probes it once.
 async fn probe(settings: &ConnectionSettings, ca: Option<&str>) -> EngineError {
     let credentials = Credentials {
-        username: "app".into(),
-        password: SecretString::new("tls-test-password"),
-        secret_name: "login".into(),
-        secret_resource_version: "1".into(),
         ca_pem: ca.map(|pem| pem.as_bytes().to_vec()),
         ca_resource_version: ca.map(|_| "1".into()),
+        ..Credentials::login("app", "tls-test-password", "login", "1")
     };
     let pool = (settings.engine.open)(settings, &credentials).expect("opening a pool does no I/O");
     let probe = tokio::time::timeout(Duration::from_secs(30), pool.identify()).await;
@@ -152,7 +149,7 @@ fn skipping_verification_is_a_false_tls_verified_condition_that_says_what_to_do(
     let connected = Outcome::Connected {
         server: &server,
         endpoint: "db:7687",
-        user: "app",
+        user: Some("app"),
     };
     let status = |insecure| {
         let facts = Facts {

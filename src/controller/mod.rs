@@ -209,9 +209,9 @@ impl Reconciliation<'_> {
         self.state.credentials = Some(read);
         let facts = Facts {
             insecure_tls,
-            credentials: Some(CredentialsStatus {
-                secret_name: credentials.secret_name.clone(),
-                secret_resource_version: credentials.secret_resource_version.clone(),
+            credentials: credentials.login.as_ref().map(|login| CredentialsStatus {
+                secret_name: login.secret_name.clone(),
+                secret_resource_version: login.secret_resource_version.clone(),
             }),
             ..Default::default()
         };

@@ -141,7 +141,7 @@ impl Reconciliation<'_> {
         let outcome = Outcome::Connected {
             server: &server,
             endpoint: &settings.endpoint,
-            user: &credentials.username,
+            user: credentials.login.as_ref().map(|l| l.username.as_str()),
         };
         // Scheduled after the status write: should it fail, the retry probes again, which is
         // cheap once logged in, and brings status up to date.
@@ -200,13 +200,17 @@ impl Reconciliation<'_> {
         if let Some(labels) = &self.state.labels {
             self.ctx.metrics.credentials_reloaded(labels);
         }
+        let note = match &credentials.login {
+            Some(login) => format!(
+                "Now using the login from Secret {:?} (resourceVersion {}); the previous pool was closed.",
+                login.secret_name, login.secret_resource_version
+            ),
+            None => "Now using the CA bundle from spec.tls.caSecretRef as it is now; the previous pool was closed.".into(),
+        };
         let event = Event {
             type_: EventType::Normal,
             reason: "CredentialsReloaded".into(),
-            note: Some(format!(
-                "Now using the login from Secret {:?} (resourceVersion {}); the previous pool was closed.",
-                credentials.secret_name, credentials.secret_resource_version
-            )),
+            note: Some(note),
             action: "ReloadCredentials".into(),
             secondary: None,
         };

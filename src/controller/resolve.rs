@@ -7,7 +7,8 @@
 
 use crate::{
     api::{CaSecretRef, DatabaseConnection, SecretKeysRef},
-    credentials::{self, CredentialsError, SecretInputs},
+    credentials::{self, CredentialsError, SecretInputs, Username},
+    engine::descriptor::Login,
     state::ReadCredentials,
 };
 
@@ -19,17 +20,17 @@ pub async fn credentials(
     namespace: &str,
     cached: Option<ReadCredentials>,
 ) -> Result<ReadCredentials, CredentialsError> {
-    let login = &obj.spec.credentials.secret_ref;
+    let login = obj.spec.credentials.as_ref().map(|c| &c.secret_ref);
     let ca = obj
         .spec
         .tls
         .as_ref()
         .and_then(|tls| tls.ca_secret_ref.as_ref());
     let Some(cached) = cached else {
-        return read(ctx, namespace, login, ca).await;
+        return read(ctx, obj, namespace, login, ca).await;
     };
     if !ctx.secrets_fresh.is_fresh() {
-        return match read(ctx, namespace, login, ca).await {
+        return match read(ctx, obj, namespace, login, ca).await {
             Err(CredentialsError::Api { .. }) if cached.inputs.same_references(login, ca) => {
                 Ok(cached)
             }
@@ -42,29 +43,39 @@ pub async fn credentials(
             .resource_version
             .clone()
     };
-    let now = version(&login.name).and_then(|login_version| {
-        let ca_now = match ca {
-            None => Some(None),
-            Some(ca) => version(&ca.name).map(|v| Some((ca, v))),
-        }?;
-        let ca_now = ca_now.as_ref().map(|(ca, v)| (*ca, v.as_str()));
-        Some(SecretInputs::new(login, &login_version, ca_now))
+    // `None` when a Secret the spec names is not in the store.
+    let now_of = |reference: Option<&str>| match reference {
+        None => Some(None),
+        Some(name) => version(name).map(Some),
+    };
+    let now = now_of(login.map(|l| l.name.as_str())).and_then(|login_version| {
+        let ca_version = now_of(ca.map(|c| c.name.as_str()))?;
+        Some(SecretInputs::new(
+            login.zip(login_version.as_deref()),
+            ca.zip(ca_version.as_deref()),
+        ))
     });
     // A Secret missing from the watch's store is read directly: it may be newer than
     // the store, and only a read can say it is really gone.
     if now.as_ref() == Some(&cached.inputs) {
         return Ok(cached);
     }
-    read(ctx, namespace, login, ca).await
+    read(ctx, obj, namespace, login, ca).await
 }
 
 async fn read(
     ctx: &Context,
+    obj: &DatabaseConnection,
     namespace: &str,
-    login: &SecretKeysRef,
+    login: Option<&SecretKeysRef>,
     ca: Option<&CaSecretRef>,
 ) -> Result<ReadCredentials, CredentialsError> {
-    let credentials = credentials::load(&ctx.client, namespace, login, ca).await?;
+    // An engine that may be reached without a login takes a Secret without a username too.
+    let username = match crate::engine::named(&obj.spec.engine).map(|e| e.login) {
+        Some(Login::Optional) => Username::Optional,
+        _ => Username::Required,
+    };
+    let credentials = credentials::load(&ctx.client, namespace, login, username, ca).await?;
     let inputs = SecretInputs::of(login, ca, &credentials);
     Ok(ReadCredentials {
         credentials,

@@ -215,7 +215,9 @@ fn connections_using(
 
 fn concerns(conn: &DatabaseConnection, secret: &str) -> bool {
     let spec = &conn.spec;
-    spec.credentials.secret_ref.name == secret
+    spec.credentials
+        .as_ref()
+        .is_some_and(|c| c.secret_ref.name == secret)
         || spec
             .tls
             .as_ref()

@@ -30,6 +30,8 @@ pub struct Descriptor {
     /// What users call the servers it speaks to, for documentation.
     pub product: &'static str,
     pub uri: UriShape,
+    /// Whether `spec.credentials` must name a login Secret.
+    pub login: Login,
     /// Optional spec sections this engine acts on; the CRD refuses them for other engines.
     pub sections: &'static [&'static Section],
     /// Failure reasons of this engine's own, beyond those every engine shares.
@@ -59,6 +61,15 @@ pub struct UriShape {
     /// Reads what follows the host and port: the TLS mode the URI asks for, whether the host
     /// name is checked, and the database it names.
     pub parse: fn(&Url) -> Result<UriOptions, SpecError>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    /// A database login: `spec.credentials` is required.
+    Required,
+    /// The server may need no login (an HTTP endpoint): `spec.credentials` may be left out, and
+    /// its Secret may hold a password (or token) without a username.
+    Optional,
 }
 
 /// What an engine reads from its URI beyond host and port.

@@ -7,6 +7,7 @@ pub mod readme;
 pub mod rules;
 pub mod sections;
 pub mod sslmode;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -27,6 +28,16 @@ macro_rules! engines {
 
 engines!(neo4j, postgres, mysql);
 
+/// The login of an engine that needs one (`Login::Required`: the spec was checked to name it).
+pub fn required_login(
+    credentials: &crate::credentials::Credentials,
+) -> Result<&crate::credentials::Login, EngineError> {
+    credentials
+        .login
+        .as_ref()
+        .ok_or_else(|| EngineError::Configuration("spec.credentials names no login Secret".into()))
+}
+
 /// The engine registered under `name` (the value of `spec.engine`).
 pub fn named(name: &str) -> Option<&'static Descriptor> {
     ENGINES.iter().copied().find(|e| e.name == name)
@@ -35,9 +46,14 @@ pub fn named(name: &str) -> Option<&'static Descriptor> {
 /// The names, as `a, b or c`, for messages.
 pub fn names() -> String {
     let names: Vec<&str> = ENGINES.iter().map(|e| e.name).collect();
-    match names.split_last() {
+    or_list(&names)
+}
+
+/// `a, b or c`.
+pub fn or_list(items: &[&str]) -> String {
+    match items.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
-        _ => names.join(""),
+        _ => items.join(""),
     }
 }
 

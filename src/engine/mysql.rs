@@ -25,7 +25,7 @@ use url::Url;
 
 use super::{
     Descriptor, EngineError, Pool,
-    descriptor::{UriOptions, UriShape},
+    descriptor::{Login, UriOptions, UriShape},
     sections, sslmode,
 };
 use crate::{
@@ -51,6 +51,7 @@ pub static ENGINE: Descriptor = Descriptor {
         tls_applies: sslmode::TLS_APPLIES,
         parse: parse_uri,
     },
+    login: Login::Required,
     sections: &[&sections::DATABASE],
     reasons: &[],
     open,
@@ -75,6 +76,7 @@ fn open(
     settings: &ConnectionSettings,
     credentials: &Credentials,
 ) -> Result<Arc<dyn Pool>, EngineError> {
+    let login = super::required_login(credentials)?;
     let limits = &settings.pool;
     let constraints = PoolConstraints::new(0, limits.max_size).ok_or_else(|| {
         EngineError::Configuration("spec.pool.maxSize must be at least 1".into())
@@ -83,8 +85,8 @@ fn open(
         // An IPv6 literal comes out of the URI in brackets; the driver wants it bare.
         .ip_or_hostname(settings.host.trim_start_matches('[').trim_end_matches(']'))
         .tcp_port(settings.port)
-        .user(Some(&credentials.username))
-        .pass(Some(credentials.password.expose()))
+        .user(Some(&login.username))
+        .pass(Some(login.password.expose()))
         .db_name(settings.database.as_deref())
         // The driver would otherwise switch to the server's Unix socket when it runs on the
         // same host, and the probe would no longer test the address in spec.uri.
@@ -98,7 +100,7 @@ fn open(
         .ssl_opts(ssl_options(settings, credentials)?);
     let target = Target {
         endpoint: settings.endpoint.clone(),
-        user: credentials.username.clone(),
+        user: login.username.clone(),
         database: settings
             .database
             .clone()
@@ -296,7 +298,7 @@ impl Target {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{credentials::SecretString, fixtures};
+    use crate::fixtures;
 
     #[test]
     fn server_identity_tells_mariadb_from_mysql() {
@@ -361,14 +363,7 @@ mod tests {
 
     #[test]
     fn sslmode_gives_the_driver_tls_options_without_fallback() {
-        let credentials = Credentials {
-            username: "app".into(),
-            password: SecretString::new("unused-password"),
-            secret_name: "db".into(),
-            secret_resource_version: "1".into(),
-            ca_pem: None,
-            ca_resource_version: None,
-        };
+        let credentials = Credentials::login("app", "unused-password", "db", "1");
         let options = |uri| ssl_options(&settings(uri), &credentials).unwrap();
         assert!(options("mysql://db/app").is_none());
         let require = options("mysql://db/app?sslmode=require").unwrap();
@@ -381,14 +376,7 @@ mod tests {
 
     #[tokio::test]
     async fn opening_a_pool_does_no_io_and_a_refused_connection_is_unreachable() {
-        let credentials = Credentials {
-            username: "app".into(),
-            password: SecretString::new("hunter2-secret"),
-            secret_name: "db".into(),
-            secret_resource_version: "1".into(),
-            ca_pem: None,
-            ca_resource_version: None,
-        };
+        let credentials = Credentials::login("app", "hunter2-secret", "db", "1");
         let pool = open(&settings("mysql://127.0.0.1:1/app"), &credentials).unwrap();
         let error = pool.ping().await.unwrap_err();
         assert_eq!(error.reason(), "Unreachable", "{error}");

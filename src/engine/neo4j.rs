@@ -16,7 +16,7 @@ use url::Url;
 
 use super::{
     Descriptor, EngineError, Pool, SchemaOps,
-    descriptor::{UriOptions, UriShape},
+    descriptor::{Login, UriOptions, UriShape},
     sections,
 };
 use crate::{
@@ -43,6 +43,7 @@ pub static ENGINE: Descriptor = Descriptor {
         tls_applies: "to the bolt+s:// and neo4j+s:// schemes (bolt+ssc:// and neo4j+ssc:// skip verification already)",
         parse: parse_uri,
     },
+    login: Login::Required,
     sections: &[
         &sections::DATABASE,
         &sections::SCHEMA_CONSTRAINTS,
@@ -84,11 +85,12 @@ fn open(
     settings: &ConnectionSettings,
     credentials: &Credentials,
 ) -> Result<Arc<dyn Pool>, EngineError> {
+    let login = super::required_login(credentials)?;
     let pool = &settings.pool;
     let mut config = ConfigBuilder::default()
         .uri(driver_uri(settings))
-        .user(credentials.username.clone())
-        .password(credentials.password.expose().to_owned())
+        .user(login.username.clone())
+        .password(login.password.expose().to_owned())
         .max_connections(pool.max_size)
         .fetch_size(pool.fetch_size)
         .connection_timeout(pool.connection_timeout)
@@ -122,7 +124,7 @@ fn open(
         .map_err(|e| EngineError::Configuration(e.to_string()))?;
     let target = Target {
         endpoint: settings.endpoint.clone(),
-        user: credentials.username.clone(),
+        user: login.username.clone(),
         database: settings.database.clone(),
         connection_timeout: pool.connection_timeout,
     };

@@ -8,12 +8,10 @@
 //!   connectionTimeout. sqlx would bring a query layer, macros, migrations and its own TLS and
 //!   runtime feature matrix that a probe of two statements does not use.
 //! - TLS plugs in as a `MakeTlsConnect`: tokio-postgres-rustls with the rustls + ring that kube
-//!   already builds, so there is no OpenSSL and no second crypto provider (see `postgres/tls.rs`).
+//!   already builds, so there is no OpenSSL and no second crypto provider (see `engine/tls.rs`).
 //!
 //! Pool lifetime and idle limits are enforced by the reconciler, which renews the whole pool
 //! (`state::PoolEntry::expired`); `spec.pool.fetchSize` has no use here (probes read one row).
-
-mod tls;
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,14 +25,15 @@ use tokio_postgres::{
     config::SslMode,
     tls::{MakeTlsConnect, TlsConnect},
 };
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tracing::Instrument;
 
 use url::Url;
 
 use super::{
     Descriptor, EngineError, ExtensionOps, Pool, PoolUsage,
-    descriptor::{UriOptions, UriShape},
-    sections, sslmode,
+    descriptor::{Login, UriOptions, UriShape},
+    sections, sslmode, tls,
 };
 use crate::{
     api::ServerInfo,
@@ -59,6 +58,7 @@ pub static ENGINE: Descriptor = Descriptor {
         tls_applies: sslmode::TLS_APPLIES,
         parse: parse_uri,
     },
+    login: Login::Required,
     sections: &[&sections::DATABASE, &sections::SCHEMA_EXTENSIONS],
     reasons: &[],
     open,
@@ -81,14 +81,15 @@ fn open(
     settings: &ConnectionSettings,
     credentials: &Credentials,
 ) -> Result<Arc<dyn Pool>, EngineError> {
+    let login = super::required_login(credentials)?;
     let limits = &settings.pool;
     let mut config = tokio_postgres::Config::new();
     config
         // An IPv6 literal comes out of the URI in brackets; the driver wants it bare.
         .host(settings.host.trim_start_matches('[').trim_end_matches(']'))
         .port(settings.port)
-        .user(&credentials.username)
-        .password(credentials.password.expose())
+        .user(&login.username)
+        .password(login.password.expose())
         .connect_timeout(limits.connection_timeout)
         .application_name("dbconn-operator")
         .ssl_mode(match settings.tls {
@@ -103,9 +104,15 @@ fn open(
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let manager = match tls::connector(settings, credentials.ca_pem.as_deref())? {
+    let manager = match tls::client_config(settings, credentials.ca_pem.as_deref())? {
         None => Manager::from_connect(config, SpannedConnect { tls: NoTls }, manager_config),
-        Some(tls) => Manager::from_connect(config, SpannedConnect { tls }, manager_config),
+        Some(tls) => Manager::from_connect(
+            config,
+            SpannedConnect {
+                tls: MakeRustlsConnect::new(tls),
+            },
+            manager_config,
+        ),
     };
     let pool = deadpool_postgres::Pool::builder(manager)
         .max_size(limits.max_size)
@@ -119,12 +126,12 @@ fn open(
         .map_err(|e| EngineError::Configuration(e.to_string()))?;
     let target = Target {
         endpoint: settings.endpoint.clone(),
-        user: credentials.username.clone(),
+        user: login.username.clone(),
         // PostgreSQL's default database is the one named like the user.
         database: settings
             .database
             .clone()
-            .unwrap_or_else(|| credentials.username.clone()),
+            .unwrap_or_else(|| login.username.clone()),
         connection_timeout: limits.connection_timeout,
         acquisition_timeout: limits.acquisition_timeout,
     };
@@ -480,14 +487,7 @@ mod tests {
         settings.host = "127.0.0.1".into();
         settings.port = 1;
         settings.endpoint = "127.0.0.1:1".into();
-        let credentials = Credentials {
-            username: "app".into(),
-            password: crate::credentials::SecretString::new("hunter2-secret"),
-            secret_name: "db".into(),
-            secret_resource_version: "1".into(),
-            ca_pem: None,
-            ca_resource_version: None,
-        };
+        let credentials = Credentials::login("app", "hunter2-secret", "db", "1");
         let pool = open(&settings, &credentials).unwrap();
         let error = pool.ping().await.unwrap_err();
         assert_eq!(error.reason(), "Unreachable", "{error}");

@@ -5,7 +5,10 @@
 use kube::core::{Message, Rule};
 use schemars::Schema;
 
-use super::{ENGINES, descriptor::Section};
+use super::{
+    ENGINES,
+    descriptor::{Login, Section},
+};
 
 /// The schema of `spec.engine`: one of the registered names.
 pub fn engine_schema(_: &mut schemars::SchemaGenerator) -> Schema {
@@ -47,23 +50,46 @@ fn spec_rules() -> Vec<Rule> {
             .field_path(".tls"),
         );
     }
+    let optional: Vec<&str> = ENGINES
+        .iter()
+        .filter(|e| e.login == Login::Optional)
+        .map(|e| e.name)
+        .collect();
+    let required: Vec<&str> = ENGINES
+        .iter()
+        .filter(|e| e.login == Login::Required)
+        .map(|e| e.name)
+        .collect();
+    rules.push(
+        Rule::new(if optional.is_empty() {
+            "has(self.credentials)".to_owned()
+        } else {
+            format!("has(self.credentials) || {}", engine_in(&optional))
+        })
+        .message(Message::Message(format!(
+            "spec.credentials is required for engine {}",
+            super::or_list(&required)
+        )))
+        .field_path(".credentials"),
+    );
     for (section, engines) in sections() {
-        let names: Vec<String> = engines.iter().map(|n| format!("'{n}'")).collect();
         rules.push(
-            Rule::new(format!(
-                "!({}) || self.engine in [{}]",
-                section.present,
-                names.join(", ")
-            ))
-            .message(Message::Message(format!(
-                "{} is only for engine {}",
-                section.field,
-                engines.join(" or ")
-            )))
-            .field_path(section.path),
+            Rule::new(format!("!({}) || {}", section.present, engine_in(&engines)))
+                .message(Message::Message(format!(
+                    "{} is only for engine {}",
+                    section.field,
+                    super::or_list(&engines)
+                )))
+                .field_path(section.path),
         );
     }
     rules
+}
+
+/// `self.engine in ['a', 'b']`.
+fn engine_in(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    format!("self.engine in [{}]", quoted.join(", "))
 }
 
 /// Each optional section once, with the engines that accept it, in registration order.
@@ -97,7 +123,7 @@ mod tests {
     #[test]
     fn every_engine_gets_a_uri_and_a_tls_rule_and_every_section_one_rule() {
         let rules = spec_rules();
-        assert_eq!(rules.len(), 2 * ENGINES.len() + sections().len());
+        assert_eq!(rules.len(), 2 * ENGINES.len() + 1 + sections().len());
         for engine in ENGINES {
             let guard = format!("self.engine != '{}'", engine.name);
             assert_eq!(

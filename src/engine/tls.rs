@@ -1,10 +1,15 @@
-//! rustls client settings for the PostgreSQL engine. `sslmode=verify-full` checks the chain and
-//! the host name, `verify-ca` the chain alone, `require` (or `insecureSkipVerify`) nothing; the
-//! roots are the CA bundle from `spec.tls.caSecretRef`, else the system store (the one
-//! kube-client's and neo4rs's platform verifiers read on Linux).
+//! rustls client settings for engines whose drivers take a rustls `ClientConfig` (PostgreSQL,
+//! HTTP). A verified mode checks the chain and the host name (PostgreSQL's `verify-ca` the chain
+//! alone); `require` or `insecureSkipVerify` nothing. The roots are the CA bundle from
+//! `spec.tls.caSecretRef`, else the system store (the one kube-client's and neo4rs's platform
+//! verifiers read on Linux).
 
 use std::sync::Arc;
 
+use crate::{
+    engine::EngineError,
+    settings::{ConnectionSettings, TlsMode},
+};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
     client::{
@@ -14,18 +19,12 @@ use rustls::{
     crypto::{CryptoProvider, ring},
     pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
 };
-use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::{
-    engine::EngineError,
-    settings::{ConnectionSettings, TlsMode},
-};
-
-/// The TLS connector for these settings; `None` when the connection is plain.
-pub(super) fn connector(
+/// The TLS client settings for these settings; `None` when the connection is plain.
+pub fn client_config(
     settings: &ConnectionSettings,
     ca_pem: Option<&[u8]>,
-) -> Result<Option<MakeRustlsConnect>, EngineError> {
+) -> Result<Option<ClientConfig>, EngineError> {
     let provider = Arc::new(ring::default_provider());
     let verifier = match &settings.tls {
         TlsMode::Plain => return Ok(None),
@@ -50,7 +49,7 @@ pub(super) fn connector(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    Ok(Some(MakeRustlsConnect::new(config)))
+    Ok(Some(config))
 }
 
 fn verifier(
@@ -285,18 +284,22 @@ SAAwRQIhALeH3vwijtcGSxz8Jb40Nihvi1YdJqM0HCzT5CAEtIA8AiAZXpwbVnaC
             namespace: None,
         }));
         assert!(matches!(
-            connector(&settings, None),
+            client_config(&settings, None),
             Err(EngineError::Tls(_))
         ));
-        assert!(connector(&settings, Some(CA.as_bytes())).unwrap().is_some());
+        assert!(
+            client_config(&settings, Some(CA.as_bytes()))
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
     fn plain_needs_no_connector_and_require_builds_one() {
         let mut settings = fixtures::postgres_settings();
         assert_eq!(settings.tls, TlsMode::Plain);
-        assert!(connector(&settings, None).unwrap().is_none());
+        assert!(client_config(&settings, None).unwrap().is_none());
         settings.tls = TlsMode::InsecureSkipVerify;
-        assert!(connector(&settings, None).unwrap().is_some());
+        assert!(client_config(&settings, None).unwrap().is_some());
     }
 }
