@@ -362,7 +362,8 @@ fn parse_uri(engine: &Descriptor, spec: &DatabaseConnectionSpec) -> Result<UriPa
         (Some(_), _) => return Err(SpecError::TlsNotApplicable(engine.uri.tls_applies)),
     };
     Ok(UriParts {
-        port: url.port().unwrap_or(engine.uri.default_port),
+        // A scheme's well-known port (https: 443) where the URL parser knows one.
+        port: url.port_or_known_default().unwrap_or(engine.uri.default_port),
         host,
         tls,
         verify_hostname: options.verify_hostname,

@@ -34,6 +34,8 @@ pub struct Descriptor {
     pub login: Login,
     /// Optional spec sections this engine acts on; the CRD refuses them for other engines.
     pub sections: &'static [&'static Section],
+    /// CEL rules of this engine's own on the spec, e.g. between its section and another field.
+    pub rules: &'static [SpecRule],
     /// Failure reasons of this engine's own, beyond those every engine shares.
     pub reasons: &'static [&'static Reason],
     pub open: Open,
@@ -90,6 +92,16 @@ pub struct Section {
     pub path: &'static str,
     /// A CEL expression on the spec, true when the section is set and not empty.
     pub present: &'static str,
+}
+
+/// A CEL rule on the spec that holds for one engine's connections (the CRD adds the engine
+/// guard).
+pub struct SpecRule {
+    /// A CEL expression on the spec.
+    pub rule: &'static str,
+    pub message: &'static str,
+    /// The field it is about, relative to `spec`.
+    pub path: &'static str,
 }
 
 /// A failure reason of one engine's own.

@@ -53,6 +53,7 @@ pub static ENGINE: Descriptor = Descriptor {
     },
     login: Login::Required,
     sections: &[&sections::DATABASE],
+    rules: &[],
     reasons: &[],
     open,
 };

@@ -49,6 +49,7 @@ pub static ENGINE: Descriptor = Descriptor {
         &sections::SCHEMA_CONSTRAINTS,
         &sections::SCHEMA_INDEXES,
     ],
+    rules: &[],
     reasons: &[],
     open,
 };

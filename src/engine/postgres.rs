@@ -60,6 +60,7 @@ pub static ENGINE: Descriptor = Descriptor {
     },
     login: Login::Required,
     sections: &[&sections::DATABASE, &sections::SCHEMA_EXTENSIONS],
+    rules: &[],
     reasons: &[],
     open,
 };

@@ -38,6 +38,13 @@ fn spec_rules() -> Vec<Rule> {
             .message(engine.uri.message)
             .field_path(".uri"),
         );
+        for own in engine.rules {
+            rules.push(
+                Rule::new(format!("self.engine != '{name}' || ({})", own.rule))
+                    .message(own.message)
+                    .field_path(own.path),
+            );
+        }
         rules.push(
             Rule::new(format!(
                 "self.engine != '{name}' || !has(self.tls) || self.uri.matches('{}')",
@@ -123,12 +130,13 @@ mod tests {
     #[test]
     fn every_engine_gets_a_uri_and_a_tls_rule_and_every_section_one_rule() {
         let rules = spec_rules();
-        assert_eq!(rules.len(), 2 * ENGINES.len() + 1 + sections().len());
+        let own: usize = ENGINES.iter().map(|e| e.rules.len()).sum();
+        assert_eq!(rules.len(), 2 * ENGINES.len() + own + 1 + sections().len());
         for engine in ENGINES {
             let guard = format!("self.engine != '{}'", engine.name);
             assert_eq!(
                 rules.iter().filter(|r| r.rule.starts_with(&guard)).count(),
-                2,
+                2 + engine.rules.len(),
                 "{}",
                 engine.name
             );
