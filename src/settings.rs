@@ -331,11 +331,17 @@ struct UriParts {
 /// What every engine's URI shares (a scheme of its own, a host, an optional port, no login),
 /// then what follows the port as the engine reads it, then `spec.tls` on top of the mode.
 fn parse_uri(engine: &Descriptor, spec: &DatabaseConnectionSpec) -> Result<UriParts, SpecError> {
-    let url = Url::parse(&spec.uri).map_err(|e| SpecError::MalformedUri {
+    let malformed = |detail: String| SpecError::MalformedUri {
         uri: mask_userinfo(&spec.uri),
-        detail: e.to_string(),
+        detail,
         example: engine.uri.example,
-    })?;
+    };
+    // The URL parser reads `\` as `/` in http(s) URIs, so `http://a\:pw@b` would name host `a`
+    // and carry the rest in its path; no engine's URI needs one.
+    if spec.uri.contains('\\') {
+        return Err(malformed("it contains a backslash".into()));
+    }
+    let url = Url::parse(&spec.uri).map_err(|e| malformed(e.to_string()))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(SpecError::CredentialsInUri);
     }
@@ -363,7 +369,9 @@ fn parse_uri(engine: &Descriptor, spec: &DatabaseConnectionSpec) -> Result<UriPa
     };
     Ok(UriParts {
         // A scheme's well-known port (https: 443) where the URL parser knows one.
-        port: url.port_or_known_default().unwrap_or(engine.uri.default_port),
+        port: url
+            .port_or_known_default()
+            .unwrap_or(engine.uri.default_port),
         host,
         tls,
         verify_hostname: options.verify_hostname,

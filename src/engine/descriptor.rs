@@ -20,7 +20,15 @@ use crate::{
 #[macro_export]
 macro_rules! uri_host_port_pattern {
     () => {
-        r"[A-Za-z0-9._-]+(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?"
+        concat!(r"[A-Za-z0-9._-]+", $crate::uri_port_pattern!())
+    };
+}
+
+/// The CRD pattern for an optional `:port`, 0 to 65535.
+#[macro_export]
+macro_rules! uri_port_pattern {
+    () => {
+        r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?"
     };
 }
 
