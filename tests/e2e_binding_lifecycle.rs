@@ -9,8 +9,8 @@ mod common;
 use std::{collections::BTreeMap, time::Instant};
 
 use common::{
-    Harness, TestEnv, condition_reason, events, eventually, kubectl_ok, neo4j_connection_yaml,
-    secret_yaml,
+    Harness, TestEnv, condition_message, condition_reason, events, eventually, kubectl_ok,
+    neo4j_connection_yaml, secret_yaml,
 };
 use dbconn_operator::api::DatabaseConnection;
 use k8s_openapi::{
@@ -36,12 +36,6 @@ fn secrets(h: &Harness) -> Api<Secret> {
 fn text(secret: &Secret, key: &str) -> String {
     let value = secret.data.as_ref().and_then(|data| data.get(key));
     String::from_utf8(value.map(|v| v.0.clone()).unwrap_or_default()).unwrap()
-}
-
-fn condition_message(obj: &DatabaseConnection, type_: &str) -> String {
-    let status = obj.status.as_ref().expect("status");
-    let condition = status.conditions.iter().find(|c| c.type_ == type_);
-    condition.map(|c| c.message.clone()).unwrap_or_default()
 }
 
 /// Successful probes so far, summed over the operator's connections.

@@ -103,20 +103,13 @@ fn other_ca() -> String {
     bundle[..first].trim_start().to_owned() + "\n"
 }
 
-fn ca_secret(name: &str, pem: &str) -> String {
-    let indented = pem.trim_end().replace('\n', "\n    ");
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n  ca.crt: |\n    {indented}\n"
-    )
-}
-
 #[tokio::test]
 async fn a_changed_ca_secret_ref_takes_effect() {
     let h = Harness::start("ca-ref").await;
     let endpoint = TlsEndpoint::start(false);
     h.apply(&secret_yaml("login", "app", "ca-ref-password-1"));
-    h.apply(&ca_secret("ca-other", &other_ca()));
-    h.apply(&ca_secret("ca-right", CA));
+    h.apply(&common::ca_secret_yaml("ca-other", &other_ca()));
+    h.apply(&common::ca_secret_yaml("ca-right", CA));
     let manifest = |ca: &str| {
         format!(
             "apiVersion: dbconn.dev/v1alpha1\nkind: DatabaseConnection\nmetadata:\n  name: tls\nspec:\n  engine: neo4j\n  uri: bolt+s://127.0.0.1:{}\n  credentials:\n    secretRef:\n      name: login\n  tls:\n    caSecretRef:\n      name: {ca}\n  healthCheck:\n    interval: 30s\n    timeout: 3s\n",

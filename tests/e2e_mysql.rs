@@ -6,61 +6,24 @@ mod common;
 use std::time::Instant;
 
 use common::{
-    Harness, TestEnv, condition_reason, condition_status, kubectl, kubectl_ok,
+    Harness, TestEnv, condition_message, condition_reason, condition_status,
     mariadb::{
         self, connection_yaml, create_user, server_version, sessions_of, set_password, unique_user,
         uri,
     },
-    secret_yaml,
+    secret_yaml, testenv_ca_secret_yaml,
 };
 use dbconn_operator::api::DatabaseConnection;
 use kube::Api;
 
-fn ready_message(obj: &DatabaseConnection) -> String {
-    obj.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
-}
-
-fn ca_secret(name: &str) -> String {
-    let pem = std::fs::read_to_string(TestEnv::get().var("TESTENV_CA"))
-        .expect("the test CA (testenv.sh up writes it)");
-    let indented = pem.trim_end().replace('\n', "\n    ");
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n  ca.crt: |\n    {indented}\n"
-    )
-}
-
 #[tokio::test]
 async fn example_manifest_becomes_ready_and_shows_the_server_version() {
     let h = Harness::start("my-example").await;
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mysql.yaml");
-    kubectl_ok(&["apply", "-n", &h.ns, "-f", example], None);
-    let waited = kubectl(
-        &[
-            "wait",
-            "-n",
-            &h.ns,
-            "--for=condition=Ready",
-            "dbconn/inventory",
-            "--timeout=60s",
-        ],
-        None,
-    );
-    assert!(
-        waited.status.success(),
-        "kubectl wait failed: {}\noperator log:\n{}",
-        String::from_utf8_lossy(&waited.stderr),
-        h.operator.logs()
-    );
+    let table = h.apply_example("mysql.yaml", "inventory");
 
     // `10.11.19-MariaDB-0+deb12u1` on the server; the VERSION column shows `10.11.19`.
     let reported = server_version();
     let version = reported.split('-').next().unwrap().to_owned();
-    let table = kubectl_ok(&["get", "dbconn", "-n", &h.ns, "-o", "wide"], None);
-    println!("{table}");
     let row = table.lines().nth(1).expect("one connection listed");
     let columns: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(
@@ -92,7 +55,7 @@ async fn wrong_password_is_authentication_failed_then_fixed_by_a_secret_update()
     );
     // The server answered, with error 1045.
     assert_eq!(condition_status(&failed, "Reachable"), "True");
-    let message = ready_message(&failed);
+    let message = condition_message(&failed, "Ready");
     assert!(message.contains("1045"), "{message}");
     assert!(message.contains("Secret"), "says what to fix: {message}");
 
@@ -121,7 +84,7 @@ async fn unknown_database_tls_and_access_get_their_own_reasons() {
     let obj = h
         .wait("noaccess", "Ready", "False", Some("PermissionDenied"))
         .await;
-    assert!(ready_message(&obj).contains("1044"), "{obj:?}");
+    assert!(condition_message(&obj, "Ready").contains("1044"), "{obj:?}");
     mariadb::sql(&format!("GRANT SELECT ON *.* TO '{user}'@'127.0.0.1'"));
     h.apply(&connection_yaml("nodb", &uri("no_such_database"), "login"));
     let obj = h
@@ -143,8 +106,11 @@ async fn unknown_database_tls_and_access_get_their_own_reasons() {
     let obj = h
         .wait("untrusted", "Ready", "False", Some("TLSError"))
         .await;
-    println!("verify-full without the CA: {}", ready_message(&obj));
-    h.apply(&ca_secret("testenv-ca"));
+    println!(
+        "verify-full without the CA: {}",
+        condition_message(&obj, "Ready")
+    );
+    h.apply(&testenv_ca_secret_yaml("testenv-ca"));
     h.apply(&verify("verified", Some("testenv-ca")));
     let obj = h.wait("verified", "Ready", "True", None).await;
     let conditions = &obj.status.unwrap().conditions;

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Harness, TestEnv, condition_reason, kubectl, kubectl_ok,
+    Harness, TestEnv, condition_reason, kubectl_ok,
     neo4j::{create_user, unique_user},
     neo4j_connection_yaml,
     proxy::CountingProxy,
@@ -17,29 +17,8 @@ use common::{
 async fn example_manifest_becomes_ready_and_shows_the_server_version() {
     let h = Harness::start("example").await;
 
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/neo4j.yaml");
-    kubectl_ok(&["apply", "-n", &h.ns, "-f", example], None);
-    // The user's way to wait, verbatim.
-    let waited = kubectl(
-        &[
-            "wait",
-            "-n",
-            &h.ns,
-            "--for=condition=Ready",
-            "dbconn/graph",
-            "--timeout=60s",
-        ],
-        None,
-    );
-    assert!(
-        waited.status.success(),
-        "kubectl wait failed: {}\noperator log:\n{}",
-        String::from_utf8_lossy(&waited.stderr),
-        h.operator.logs()
-    );
-
-    let table = kubectl_ok(&["get", "dbconn", "-n", &h.ns, "-o", "wide"], None);
-    println!("{table}");
+    // The user's way to wait, verbatim: `kubectl wait --for=condition=Ready`.
+    let table = h.apply_example("neo4j.yaml", "graph");
     let header = table.lines().next().unwrap();
     for column in [
         "NAME", "ENGINE", "READY", "REASON", "VERSION", "LATENCY", "AGE",
@@ -215,8 +194,8 @@ async fn malformed_manifests_are_rejected_by_the_apiserver_with_readable_message
         ),
         (
             "unknown engine",
-            base.replace("engine: neo4j", "engine: mysql"),
-            "Unsupported value: \"mysql\"",
+            base.replace("engine: neo4j", "engine: oracle"),
+            "Unsupported value: \"oracle\"",
         ),
         (
             "negative pool size",

@@ -3,10 +3,8 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{
-    Harness, TestEnv, condition_reason, kubectl, kubectl_ok,
+    Harness, TestEnv, condition_reason, condition_status, eventually, kubectl_ok,
     postgres::{
         self, connection_yaml, create_role, server_version, sessions_of, set_password, unique_role,
         uri,
@@ -16,55 +14,15 @@ use common::{
 use dbconn_operator::api::DatabaseConnection;
 use kube::Api;
 
-fn condition_status(obj: &DatabaseConnection, type_: &str) -> String {
-    obj.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-        .map(|c| c.status.clone())
-        .unwrap_or_default()
-}
-
-/// Polls `check` every 200 ms for up to a minute; panics with `what` if it never holds.
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{what} did not happen within 60 s");
-}
-
 #[tokio::test]
 async fn example_manifest_becomes_ready_and_shows_the_server_version() {
     let h = Harness::start("pg-example").await;
 
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/postgres.yaml");
-    kubectl_ok(&["apply", "-n", &h.ns, "-f", example], None);
-    let waited = kubectl(
-        &[
-            "wait",
-            "-n",
-            &h.ns,
-            "--for=condition=Ready",
-            "dbconn/orders",
-            "--timeout=60s",
-        ],
-        None,
-    );
-    assert!(
-        waited.status.success(),
-        "kubectl wait failed: {}\noperator log:\n{}",
-        String::from_utf8_lossy(&waited.stderr),
-        h.operator.logs()
-    );
-
+    // The user's way to wait, verbatim: `kubectl wait --for=condition=Ready`.
+    let table = h.apply_example("postgres.yaml", "orders");
     // `15.18 (Debian 15.18-0+deb12u1)` on the server; the VERSION column shows `15.18`.
     let reported = server_version().await;
     let version = reported.split_whitespace().next().unwrap().to_owned();
-    let table = kubectl_ok(&["get", "dbconn", "-n", &h.ns, "-o", "wide"], None);
-    println!("{table}");
     let row = table.lines().nth(1).expect("one connection listed");
     let columns: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(

@@ -370,6 +370,15 @@ pub fn apply(namespace: &str, yaml: &str) {
 /// A login Secret. Its password is also appended to `dbconn-e2e-logs/passwords.txt`, so that
 /// scripts/secret-scan.sh searches the whole run's logs, Events, status and metrics for it.
 pub fn secret_yaml(name: &str, username: &str, password: &str) -> String {
+    record_password(password);
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: Opaque\nstringData:\n  username: {username}\n  password: {password}\n"
+    )
+}
+
+/// Adds `password` to the list scripts/secret-scan.sh searches everything the operator
+/// published for.
+pub fn record_password(password: &str) {
     let dir = std::env::temp_dir().join("dbconn-e2e-logs");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::OpenOptions::new()
@@ -380,9 +389,6 @@ pub fn secret_yaml(name: &str, username: &str, password: &str) -> String {
         // several writes that interleave with another test's.
         .and_then(|mut file| file.write_all(format!("{password}\n").as_bytes()))
         .expect("record the test password for scripts/secret-scan.sh");
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\ntype: Opaque\nstringData:\n  username: {username}\n  password: {password}\n"
-    )
 }
 
 /// A Neo4j DatabaseConnection with fast health checks, for tests.
@@ -432,6 +438,38 @@ impl Harness {
             ns,
             operator,
         }
+    }
+
+    /// Applies an example from examples/, waits with `kubectl wait` until `name` is Ready, and
+    /// returns what `kubectl get dbconn -o wide` shows then.
+    pub fn apply_example(&self, file: &str, name: &str) -> String {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(file);
+        kubectl_ok(
+            &["apply", "-n", &self.ns, "-f", example.to_str().unwrap()],
+            None,
+        );
+        let waited = kubectl(
+            &[
+                "wait",
+                "-n",
+                &self.ns,
+                "--for=condition=Ready",
+                &format!("dbconn/{name}"),
+                "--timeout=60s",
+            ],
+            None,
+        );
+        assert!(
+            waited.status.success(),
+            "kubectl wait failed: {}\noperator log:\n{}",
+            String::from_utf8_lossy(&waited.stderr),
+            self.operator.logs()
+        );
+        let table = kubectl_ok(&["get", "dbconn", "-n", &self.ns, "-o", "wide"], None);
+        println!("{table}");
+        table
     }
 
     pub fn apply(&self, yaml: &str) {
@@ -572,6 +610,28 @@ fn condition<'a>(
     obj.status
         .as_ref()
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+/// The message of condition `type_`, or "" when it is absent.
+pub fn condition_message(obj: &DatabaseConnection, type_: &str) -> String {
+    condition(obj, type_)
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// A Secret holding `pem` under `ca.crt`, as `spec.tls.caSecretRef` reads it.
+pub fn ca_secret_yaml(name: &str, pem: &str) -> String {
+    let indented = pem.trim_end().replace('\n', "\n    ");
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n  ca.crt: |\n    {indented}\n"
+    )
+}
+
+/// The test environment's CA (it signed the MariaDB and nginx certificates) as such a Secret.
+pub fn testenv_ca_secret_yaml(name: &str) -> String {
+    let pem = std::fs::read_to_string(TestEnv::get().var("TESTENV_CA"))
+        .expect("the test CA (testenv.sh up writes it)");
+    ca_secret_yaml(name, &pem)
 }
 
 /// The reason of condition `type_`, or "" when it is absent.
