@@ -117,6 +117,10 @@ pub struct DatabaseConnectionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<SchemaSpec>,
 
+    /// How an `http` connection judges its health endpoint's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<crate::engine::http::spec::HttpSpec>,
+
     /// Publish the verified connection details as a Secret in the servicebinding.io layout,
     /// for applications to mount. It follows credential rotations and is owned by (and garbage
     /// collected with) this DatabaseConnection.

@@ -24,6 +24,7 @@ pub fn neo4j_spec(secret: &str) -> DatabaseConnectionSpec {
         retry: Default::default(),
         suspend: false,
         schema: None,
+        http: None,
         binding: None,
     }
 }

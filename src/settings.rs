@@ -30,6 +30,8 @@ pub struct ConnectionSettings {
     /// From `spec.database`, or for PostgreSQL from the URI path.
     pub database: Option<String>,
     pub pool: PoolSettings,
+    /// `spec.http`, for the engine that reads it.
+    pub http: Option<crate::engine::http::spec::HttpSpec>,
     pub health: HealthSettings,
     pub retry: RetrySettings,
 }
@@ -237,6 +239,7 @@ impl ConnectionSettings {
             verify_hostname: uri.verify_hostname,
             database,
             pool,
+            http: spec.http.clone(),
             health,
             retry,
         })

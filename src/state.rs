@@ -107,6 +107,7 @@ pub fn pool_fingerprint(settings: &ConnectionSettings, credentials: &Credentials
     settings.tls.hash(&mut hasher);
     settings.database.hash(&mut hasher);
     settings.pool.hash(&mut hasher);
+    settings.http.hash(&mut hasher);
     credentials.fingerprint().hash(&mut hasher);
     hasher.finish()
 }

@@ -26,7 +26,7 @@ macro_rules! engines {
     };
 }
 
-engines!(neo4j, postgres, mysql);
+engines!(neo4j, postgres, mysql, http);
 
 /// The login of an engine that needs one (`Login::Required`: the spec was checked to name it).
 pub fn required_login(

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod fault;
 pub mod fuzz;
+pub mod http;
 pub mod mariadb;
 pub mod neo4j;
 pub mod postgres;

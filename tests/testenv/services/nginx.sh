@@ -97,6 +97,8 @@ http {
     location @healthy { return 200 '{"status":"healthy"}'; }
     location = /status/503 { default_type text/plain; return 503 "service unavailable\n"; }
     location = /status/404 { default_type text/plain; return 404 "not found\n"; }
+    # Connection counters (accepts, requests): tests read them to see probes reuse a connection.
+    location = /nginx_status { stub_status; }
   }
 }
 EOF
