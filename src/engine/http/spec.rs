@@ -18,6 +18,7 @@ pub struct HttpSpec {
     /// How the login from spec.credentials is sent: `basic` (the default when credentials are
     /// set) or `bearer` (the Secret's password key holds the token; no username needed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "auth_schema")]
     pub auth: Option<HttpAuth>,
 }
 
@@ -39,6 +40,15 @@ pub struct JsonExpectation {
 pub enum HttpAuth {
     Basic,
     Bearer,
+}
+
+/// schemars would list `null` among an optional enum's values, which kubectl's client-side
+/// validation refuses; leaving the field out is how it is unset.
+fn auth_schema(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["basic", "bearer"],
+    })
 }
 
 fn status_codes(_: &mut SchemaGenerator) -> Schema {
