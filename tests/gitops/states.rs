@@ -60,10 +60,15 @@ async fn every_state_the_operator_writes_is_read_alike_by_kstatus_argo_cd_and_fl
         ("authfail", env.neo4j_uri(), "bad-login"),
         ("nosecret", env.neo4j_uri(), "not-created-yet"),
         ("unreachable", nothing_listens.as_str(), login),
-        ("invalid", "bolt://127.0.0.1:70000", login),
     ] {
         h.apply(&neo4j_connection_yaml(name, uri, secret));
     }
+    // Past the apiserver's checks but refused by the operator: the default binding name is the
+    // CA Secret it reads.
+    h.apply(&format!(
+        "{}  binding: {{}}\n  tls:\n    caSecretRef:\n      name: invalid-binding\n",
+        neo4j_connection_yaml("invalid", "bolt+s://127.0.0.1:1", login)
+    ));
     h.apply(&format!(
         "{}  suspend: true\n",
         neo4j_connection_yaml("suspended", env.neo4j_uri(), login)
