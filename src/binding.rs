@@ -26,17 +26,6 @@ use crate::{
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const CONNECTION: &str = "dbconn.dev/connection";
 
-/// The Secret's name: `spec.binding.secretName`, or `<connection>-binding`.
-pub fn secret_name(obj: &DatabaseConnection) -> Option<String> {
-    let binding = obj.spec.binding.as_ref()?;
-    Some(
-        binding
-            .secret_name
-            .clone()
-            .unwrap_or_else(|| format!("{}-binding", obj.name_any())),
-    )
-}
-
 /// True when `meta` shows a Secret this operator wrote for the connection with `uid`.
 pub fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
     let labelled = meta
@@ -227,7 +216,7 @@ mod tests {
     #[test]
     fn the_binding_holds_the_servicebinding_keys_and_is_owned_by_the_connection() {
         let obj = connection();
-        let name = secret_name(&obj).unwrap();
+        let name = obj.binding_secret_name().unwrap();
         assert_eq!(name, "graph-binding");
         let secret = desired(&obj, &name, &fixtures::neo4j_settings(), &credentials());
         let data = secret.data.clone().unwrap();

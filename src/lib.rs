@@ -2,8 +2,10 @@
 
 pub mod api;
 pub mod binding;
+pub mod check;
 pub mod conditions;
 pub mod controller;
+pub mod crd;
 pub mod credentials;
 pub mod deadline;
 pub mod duration;

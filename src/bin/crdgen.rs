@@ -5,7 +5,7 @@
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
-        [] => print!("{}", dbconn_operator::api::crd_yaml()),
+        [] => print!("{}", dbconn_operator::crd::yaml()),
         [command, file] if command == "readme" => {
             let readme = std::fs::read_to_string(file)?;
             let spliced = dbconn_operator::engine::readme::splice(&readme).ok_or_else(|| {

@@ -30,7 +30,7 @@ pub async fn sync(
     let namespace = obj.namespace().unwrap_or_default();
     let uid = obj.uid().unwrap_or_default();
     let previous = obj.status.as_ref().and_then(|s| s.binding.clone());
-    let Some(name) = binding::secret_name(obj) else {
+    let Some(name) = obj.binding_secret_name() else {
         state.binding = None;
         let old = previous?;
         return match remove_owned(ctx, &namespace, &old.name, &uid).await {

@@ -1,5 +1,5 @@
 //! The reconcile loop. Each reconcile runs fixed steps on the object as it is now, each in its
-//! own file: resolve the Secrets it references (`resolve`), check the spec (`settings::check`),
+//! own file: resolve the Secrets it references (`resolve`), check the spec (`check::connection`),
 //! connect and probe (`probe`), apply the schema (`schema`), publish the binding (`binding`),
 //! and report status and Events (`report`). `watches` feeds it: which objects to look at and when,
 //! and what to forget once an object is gone.
@@ -32,12 +32,13 @@ pub use watches::{Scope, run};
 use crate::{
     FIELD_MANAGER,
     api::{CredentialsStatus, DatabaseConnection},
+    check,
     credentials::Credentials,
     http::Readiness,
     latency::LatencyTracker,
     metrics::{ConnectionLabels, Metrics},
     schedule,
-    settings::{self, ConnectionSettings, TlsMode},
+    settings::{ConnectionSettings, TlsMode},
     state::{ConnectionState, Registry},
     status::{Facts, Outcome},
 };
@@ -176,7 +177,7 @@ impl Reconciliation<'_> {
             self.report(&Outcome::Suspended, Facts::default()).await?;
             return Ok(Action::await_change());
         }
-        let settings = match settings::check(self.obj, Some(&namespace)) {
+        let settings = match check::connection(self.obj, Some(&namespace)) {
             Ok(settings) => settings,
             Err(error) => {
                 self.close();

@@ -23,7 +23,6 @@ use tracing::{debug, info, warn};
 use super::{Context, error_policy, fresh::secret_watch, reconcile, settled::settled_objects};
 use crate::{
     api::DatabaseConnection,
-    binding,
     http::Readiness,
     metrics::{ConnectionLabels, Metrics},
     schedule::WatchBackoff,
@@ -223,7 +222,9 @@ fn concerns(conn: &DatabaseConnection, secret: &str) -> bool {
             .as_ref()
             .and_then(|tls| tls.ca_secret_ref.as_ref())
             .is_some_and(|ca| ca.name == secret)
-        || binding::secret_name(conn).is_some_and(|name| name == secret)
+        || conn
+            .binding_secret_name()
+            .is_some_and(|name| name == secret)
         || conn
             .status
             .as_ref()

@@ -1,61 +1,60 @@
-//! The CRD's per-engine CEL rules, derived from the engines' descriptions: the shape of
-//! `spec.uri`, where `spec.tls` applies, and which optional sections each engine accepts.
+//! The CRD's per-engine parts, derived from the engines' descriptions: the values of
+//! `spec.engine`, the shape of `spec.uri`, where `spec.tls` applies, whether a login is needed,
+//! and which optional sections each engine accepts. `crd` adds them to the spec's schema;
 //! `validate` evaluates the same rules offline, so it follows without a change.
 
-use kube::core::{Message, Rule};
-use schemars::Schema;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
 
 use super::{
     ENGINES,
     descriptor::{Login, Section},
 };
 
-/// The schema of `spec.engine`: one of the registered names.
-pub fn engine_schema(_: &mut schemars::SchemaGenerator) -> Schema {
-    let names: Vec<&str> = ENGINES.iter().map(|e| e.name).collect();
-    schemars::json_schema!({
-        "type": "string",
-        "enum": names,
-    })
+/// The registered names, the values `spec.engine` may take.
+pub fn engine_names() -> Vec<&'static str> {
+    ENGINES.iter().map(|e| e.name).collect()
 }
 
-/// Adds every engine's rules to the spec's schema (a schemars `transform`).
-pub fn add_to_spec(schema: &mut Schema) {
-    for rule in spec_rules() {
-        kube::core::validate(schema, rule).expect("a rule serializes");
+fn rule(expression: String, message: String, path: &str) -> ValidationRule {
+    ValidationRule {
+        rule: expression,
+        message: Some(message),
+        field_path: Some(path.to_owned()),
+        ..ValidationRule::default()
     }
 }
 
-fn spec_rules() -> Vec<Rule> {
+/// Every engine's rules on the spec.
+pub fn spec_rules() -> Vec<ValidationRule> {
     let mut rules = Vec::new();
     for engine in ENGINES {
         let name = engine.name;
-        rules.push(
-            Rule::new(format!(
+        rules.push(rule(
+            format!(
                 "self.engine != '{name}' || self.uri.matches('{}')",
                 cel_string(engine.uri.pattern)
-            ))
-            .message(engine.uri.message)
-            .field_path(".uri"),
-        );
+            ),
+            engine.uri.message.to_owned(),
+            ".uri",
+        ));
         for own in engine.rules {
-            rules.push(
-                Rule::new(format!("self.engine != '{name}' || ({})", own.rule))
-                    .message(own.message)
-                    .field_path(own.path),
-            );
+            rules.push(rule(
+                format!("self.engine != '{name}' || ({})", own.rule),
+                own.message.to_owned(),
+                own.path,
+            ));
         }
-        rules.push(
-            Rule::new(format!(
+        rules.push(rule(
+            format!(
                 "self.engine != '{name}' || !has(self.tls) || self.uri.matches('{}')",
                 cel_string(engine.uri.verifying)
-            ))
-            .message(Message::Message(format!(
+            ),
+            format!(
                 "for engine {name}, spec.tls applies only {}",
                 engine.uri.tls_applies
-            )))
-            .field_path(".tls"),
-        );
+            ),
+            ".tls",
+        ));
     }
     let optional: Vec<&str> = ENGINES
         .iter()
@@ -67,28 +66,28 @@ fn spec_rules() -> Vec<Rule> {
         .filter(|e| e.login == Login::Required)
         .map(|e| e.name)
         .collect();
-    rules.push(
-        Rule::new(if optional.is_empty() {
+    rules.push(rule(
+        if optional.is_empty() {
             "has(self.credentials)".to_owned()
         } else {
             format!("has(self.credentials) || {}", engine_in(&optional))
-        })
-        .message(Message::Message(format!(
+        },
+        format!(
             "spec.credentials is required for engine {}",
             super::or_list(&required)
-        )))
-        .field_path(".credentials"),
-    );
+        ),
+        ".credentials",
+    ));
     for (section, engines) in sections() {
-        rules.push(
-            Rule::new(format!("!({}) || {}", section.present, engine_in(&engines)))
-                .message(Message::Message(format!(
-                    "{} is only for engine {}",
-                    section.field,
-                    super::or_list(&engines)
-                )))
-                .field_path(section.path),
-        );
+        rules.push(rule(
+            format!("!({}) || {}", section.present, engine_in(&engines)),
+            format!(
+                "{} is only for engine {}",
+                section.field,
+                super::or_list(&engines)
+            ),
+            section.path,
+        ));
     }
     rules
 }

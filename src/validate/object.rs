@@ -2,19 +2,17 @@
 //! schema and its CEL rules (what `kubectl apply` would refuse), then the checks the operator
 //! makes in code (what would turn `Ready` False or `SchemaReady` False once applied).
 //!
-//! The CEL rules are not written twice: they come from the CRD that `#[x_kube(validation)]`
-//! generates, evaluated by kube's client-side CEL (`kube::core::cel`).
+//! The CEL rules are not written twice: they come from the CRD as installed (`crd`: the types'
+//! `#[x_kube(validation)]` rules and the engines'), evaluated by kube's client-side CEL
+//! (`kube::core::cel`).
 
-use kube::{
-    CustomResourceExt,
-    core::cel::{CompiledSchema, ErrorKind, ValidationError, Validator, compile_schema},
-};
+use kube::core::cel::{CompiledSchema, ErrorKind, ValidationError, Validator, compile_schema};
 use serde_json::Value;
 use std::collections::HashMap;
 
 use crate::{
     api::DatabaseConnection,
-    schema, settings,
+    schema,
     validate::structural::{self, FieldError, Patterns},
 };
 
@@ -49,7 +47,7 @@ pub struct Checker {
 
 impl Default for Checker {
     fn default() -> Self {
-        let crd = DatabaseConnection::crd();
+        let crd = crate::crd::definition();
         let schema = crd.spec.versions[0]
             .schema
             .as_ref()
@@ -210,7 +208,7 @@ fn operator_problems(object: Value) -> Vec<Problem> {
     let namespace = connection.metadata.namespace.as_deref();
     let spec = &connection.spec;
     let mut problems = Vec::new();
-    if let Err(error) = settings::check(&connection, namespace) {
+    if let Err(error) = crate::check::connection(&connection, namespace) {
         problems.push(operator(error.field(), error.to_string()));
     }
     if let Some(declared) = &spec.schema
