@@ -69,8 +69,8 @@ pub struct DatabaseConnectionSpec {
     pub engine: String,
 
     /// Where the server listens, without credentials, in the engine's scheme: e.g.
-    /// `bolt://host:7687` (Neo4j; `bolt+s://`, `neo4j+s://` verify TLS, the `+ssc` schemes
-    /// accept any certificate, shown as a warning) or
+    /// `bolt://host:7687` (Neo4j; `bolt+s://` verifies TLS, `bolt+ssc://` accepts any
+    /// certificate, shown as a warning; `neo4j://` routing is not supported) or
     /// `postgres://host:5432/database?sslmode=verify-full` (`sslmode` is `disable`, the default,
     /// `require`, encrypted with any certificate, `verify-ca` or `verify-full`).
     #[schemars(length(min = 1, max = 2048))]

@@ -264,9 +264,9 @@ mod tests {
     fn accepts_the_neo4j_schemes_and_derives_tls_mode() {
         let cases = [
             ("bolt://db:7687", TlsMode::Plain),
-            ("neo4j://db", TlsMode::Plain),
+            ("bolt://db", TlsMode::Plain),
             ("bolt+s://db:7687", TlsMode::Verified(None)),
-            ("neo4j+ssc://db:7687", TlsMode::InsecureSkipVerify),
+            ("bolt+ssc://db:7687", TlsMode::InsecureSkipVerify),
         ];
         for (uri, tls) in cases {
             let settings = ConnectionSettings::from_spec(&spec_with_uri(uri)).unwrap();
@@ -288,6 +288,13 @@ mod tests {
             SpecError::UnsupportedScheme { .. }
         ));
         assert_eq!(err("bolt://neo4j:pw@db:7687"), SpecError::CredentialsInUri);
+        // Routing schemes: the driver would talk to the seed host alone.
+        let routing = err("neo4j://db:7687");
+        assert!(matches!(routing, SpecError::UnsupportedScheme { .. }));
+        assert!(
+            routing.to_string().contains("use one of bolt://"),
+            "{routing}"
+        );
         assert!(matches!(err("not a uri"), SpecError::MalformedUri { .. }));
         assert!(matches!(
             err("bolt://db:7687/neo4j"),
@@ -321,7 +328,7 @@ mod tests {
         let refused = ConnectionSettings::from_spec(&spec).unwrap_err();
         assert_eq!(
             refused.to_string(),
-            "spec.tls applies only to the bolt+s:// and neo4j+s:// schemes (bolt+ssc:// and neo4j+ssc:// skip verification already)"
+            "spec.tls applies only to the bolt+s:// scheme (bolt+ssc:// skips verification already)"
         );
     }
 

@@ -30,17 +30,21 @@ pub static ENGINE: Descriptor = Descriptor {
     name: "neo4j",
     product: "Neo4j 5",
     uri: UriShape {
-        schemes: &["bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"],
+        // Not the neo4j:// schemes: they ask for cluster routing, which neo4rs 0.9 has only
+        // behind its unstable-bolt-protocol-impl-v2 feature (a different Bolt implementation).
+        // Without it the driver talks to the seed host alone, so Ready would claim a routing
+        // the operator never checked.
+        schemes: &["bolt", "bolt+s", "bolt+ssc"],
         default_port: 7687,
         example: "bolt://host:7687",
         pattern: concat!(
-            r"^(bolt|neo4j)(\+s|\+ssc)?://",
+            r"^bolt(\+s|\+ssc)?://",
             crate::uri_host_port_pattern!(),
             "/?$"
         ),
-        message: "for engine neo4j, uri must look like bolt://host:7687 (schemes bolt, bolt+s, bolt+ssc, neo4j, neo4j+s, neo4j+ssc) with no credentials, path or query",
-        verifying: r"^(bolt|neo4j)\+s://",
-        tls_applies: "to the bolt+s:// and neo4j+s:// schemes (bolt+ssc:// and neo4j+ssc:// skip verification already)",
+        message: "for engine neo4j, uri must look like bolt://host:7687 (schemes bolt, bolt+s, bolt+ssc) with no credentials, path or query; neo4j:// (cluster routing) is not supported: write bolt:// to probe one server",
+        verifying: r"^bolt\+s://",
+        tls_applies: "to the bolt+s:// scheme (bolt+ssc:// skips verification already)",
         parse: parse_uri,
     },
     login: Login::Required,
@@ -62,8 +66,8 @@ fn parse_uri(url: &Url) -> Result<UriOptions, SpecError> {
         ));
     }
     let tls = match url.scheme() {
-        "bolt+s" | "neo4j+s" => TlsMode::Verified(None),
-        "bolt+ssc" | "neo4j+ssc" => TlsMode::InsecureSkipVerify,
+        "bolt+s" => TlsMode::Verified(None),
+        "bolt+ssc" => TlsMode::InsecureSkipVerify,
         _ => TlsMode::Plain,
     };
     Ok(UriOptions {
