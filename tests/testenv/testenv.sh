@@ -29,7 +29,9 @@ set -euo pipefail
 case ${1:-} in
   cluster-*)
     : "${DBCONN_TESTENV_STATE:=/tmp/dbconn-cluster}"
-    : "${ETCD_PORT:=33790}" "${ETCD_PEER_PORT:=33800}" "${APISERVER_PORT:=26443}"
+    # Below Linux's ephemeral range (32768-60999): a client socket that happened to get 33790 as
+    # its local port once made this etcd fail to start ("address already in use").
+    : "${ETCD_PORT:=24790}" "${ETCD_PEER_PORT:=24800}" "${APISERVER_PORT:=26443}"
     ;;
 esac
 
