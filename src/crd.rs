@@ -7,10 +7,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::{
-    api::DatabaseConnection,
-    engine::{self, rules},
-};
+use crate::{api::DatabaseConnection, engine::rules};
 
 /// The CRD: `crdgen` prints it, `validate` checks manifests against it.
 pub fn definition() -> CustomResourceDefinition {
@@ -35,7 +32,7 @@ fn add_engines(spec: &mut JSONSchemaProps) {
         .and_then(|properties| properties.get_mut("engine"))
         .expect("the spec has an engine");
     engine.enum_ = Some(
-        engine::names()
+        rules::engine_names()
             .into_iter()
             .map(|name| JSON(name.into()))
             .collect(),
@@ -79,6 +76,6 @@ mod tests {
             .flatten()
             .filter_map(|v| v.0.as_str())
             .collect();
-        assert_eq!(values, engine::names());
+        assert_eq!(values, rules::engine_names());
     }
 }

@@ -43,9 +43,10 @@ pub fn named(name: &str) -> Option<&'static Descriptor> {
     ENGINES.iter().copied().find(|e| e.name == name)
 }
 
-/// The registered names, the values `spec.engine` may take.
-pub fn names() -> Vec<&'static str> {
-    ENGINES.iter().map(|e| e.name).collect()
+/// The names, as `a, b or c`, for messages.
+pub fn names() -> String {
+    let names: Vec<&str> = ENGINES.iter().map(|e| e.name).collect();
+    or_list(&names)
 }
 
 /// `a, b or c`.
@@ -54,18 +55,6 @@ pub fn or_list(items: &[&str]) -> String {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => items.join(""),
     }
-}
-
-/// An error with its causes, `: `-joined: drivers often print only their own layer.
-pub fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A connection pool kept between health checks.
