@@ -178,6 +178,18 @@ fn outcome_changes(previous: &DatabaseConnectionStatus, outcome: &Outcome<'_>) -
             endpoint,
             user,
         } => {
+            let (login_reason, login_message) = match user {
+                Some("") => (
+                    "Authenticated",
+                    "The server accepted the password (token) from the Secret.".to_owned(),
+                ),
+                Some(user) => ("Authenticated", format!("Logged in as {user:?}.")),
+                None => (
+                    "NoLoginNeeded",
+                    "spec.credentials names no login, and the server answered without one."
+                        .to_owned(),
+                ),
+            };
             let edition = if server.edition.is_empty() {
                 String::new()
             } else {
@@ -199,27 +211,7 @@ fn outcome_changes(previous: &DatabaseConnectionStatus, outcome: &Outcome<'_>) -
                     "Connected",
                     format!("{endpoint} answered the last probe."),
                 ),
-                match user {
-                    Some("") => set(
-                        CREDENTIALS_VALID,
-                        True,
-                        "Authenticated",
-                        "The server accepted the password (token) from the Secret.".into(),
-                    ),
-                    Some(user) => set(
-                        CREDENTIALS_VALID,
-                        True,
-                        "Authenticated",
-                        format!("Logged in as {user:?}."),
-                    ),
-                    None => set(
-                        CREDENTIALS_VALID,
-                        True,
-                        "NoLoginNeeded",
-                        "spec.credentials names no login, and the server answered without one."
-                            .into(),
-                    ),
-                },
+                set(CREDENTIALS_VALID, True, login_reason, login_message),
                 Change::Remove(RECONCILING),
                 Change::Remove(STALLED),
             ]

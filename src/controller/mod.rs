@@ -189,23 +189,26 @@ impl Reconciliation<'_> {
         let insecure_tls = Some(settings.tls == TlsMode::InsecureSkipVerify);
 
         let cached = self.state.credentials.take();
-        let read = match resolve::credentials(self.ctx, self.obj, &namespace, cached).await {
-            Ok(read) => read,
-            Err(error) => {
-                self.close();
-                let facts = Facts {
-                    insecure_tls,
-                    ..Default::default()
-                };
-                self.report(&Outcome::Credentials(&error), facts).await?;
-                let retry = if error.needs_user() {
-                    schedule::WAIT_FOR_USER
-                } else {
-                    settings.retry.max_delay
-                };
-                return Ok(Action::requeue(retry));
-            }
-        };
+        let read =
+            match resolve::credentials(self.ctx, self.obj, settings.engine, &namespace, cached)
+                .await
+            {
+                Ok(read) => read,
+                Err(error) => {
+                    self.close();
+                    let facts = Facts {
+                        insecure_tls,
+                        ..Default::default()
+                    };
+                    self.report(&Outcome::Credentials(&error), facts).await?;
+                    let retry = if error.needs_user() {
+                        schedule::WAIT_FOR_USER
+                    } else {
+                        settings.retry.max_delay
+                    };
+                    return Ok(Action::requeue(retry));
+                }
+            };
         let credentials = read.credentials.clone();
         self.state.credentials = Some(read);
         let facts = Facts {

@@ -8,7 +8,7 @@
 use crate::{
     api::{CaSecretRef, DatabaseConnection, SecretKeysRef},
     credentials::{self, CredentialsError, SecretInputs, Username},
-    engine::descriptor::Login,
+    engine::{Descriptor, descriptor::Login},
     state::ReadCredentials,
 };
 
@@ -17,9 +17,15 @@ use super::Context;
 pub async fn credentials(
     ctx: &Context,
     obj: &DatabaseConnection,
+    engine: &Descriptor,
     namespace: &str,
     cached: Option<ReadCredentials>,
 ) -> Result<ReadCredentials, CredentialsError> {
+    // An engine that may be reached without a login takes a Secret without a username too.
+    let username = match engine.login {
+        Login::Optional => Username::Optional,
+        Login::Required => Username::Required,
+    };
     let login = obj.spec.credentials.as_ref().map(|c| &c.secret_ref);
     let ca = obj
         .spec
@@ -27,10 +33,10 @@ pub async fn credentials(
         .as_ref()
         .and_then(|tls| tls.ca_secret_ref.as_ref());
     let Some(cached) = cached else {
-        return read(ctx, obj, namespace, login, ca).await;
+        return read(ctx, namespace, login, username, ca).await;
     };
     if !ctx.secrets_fresh.is_fresh() {
-        return match read(ctx, obj, namespace, login, ca).await {
+        return match read(ctx, namespace, login, username, ca).await {
             Err(CredentialsError::Api { .. }) if cached.inputs.same_references(login, ca) => {
                 Ok(cached)
             }
@@ -60,21 +66,16 @@ pub async fn credentials(
     if now.as_ref() == Some(&cached.inputs) {
         return Ok(cached);
     }
-    read(ctx, obj, namespace, login, ca).await
+    read(ctx, namespace, login, username, ca).await
 }
 
 async fn read(
     ctx: &Context,
-    obj: &DatabaseConnection,
     namespace: &str,
     login: Option<&SecretKeysRef>,
+    username: Username,
     ca: Option<&CaSecretRef>,
 ) -> Result<ReadCredentials, CredentialsError> {
-    // An engine that may be reached without a login takes a Secret without a username too.
-    let username = match crate::engine::named(&obj.spec.engine).map(|e| e.login) {
-        Some(Login::Optional) => Username::Optional,
-        _ => Username::Required,
-    };
     let credentials = credentials::load(&ctx.client, namespace, login, username, ca).await?;
     let inputs = SecretInputs::of(login, ca, &credentials);
     Ok(ReadCredentials {

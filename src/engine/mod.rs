@@ -57,6 +57,18 @@ pub fn or_list(items: &[&str]) -> String {
     }
 }
 
+/// An error with its causes, `: `-joined: drivers often print only their own layer.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// A connection pool kept between health checks.
 pub trait Pool: Send + Sync {
     /// The cheapest round trip that proves the server answers for this login.

@@ -44,7 +44,7 @@ pub static ENGINE: Descriptor = Descriptor {
         pattern: concat!(
             r"^mysql://",
             crate::uri_host_port_pattern!(),
-            r"(/([A-Za-z0-9][A-Za-z0-9._\-]{0,62})?)?(\?sslmode=(disable|require|verify-ca|verify-full))?$"
+            crate::sslmode_uri_tail_pattern!()
         ),
         message: "for engine mysql, uri must look like mysql://host:3306/database with no credentials; the only query parameter allowed is sslmode=disable|require|verify-ca|verify-full",
         verifying: sslmode::VERIFYING,

@@ -51,7 +51,7 @@ pub static ENGINE: Descriptor = Descriptor {
         pattern: concat!(
             r"^postgres(ql)?://",
             crate::uri_host_port_pattern!(),
-            r"(/([A-Za-z0-9][A-Za-z0-9._\-]{0,62})?)?(\?sslmode=(disable|require|verify-ca|verify-full))?$"
+            crate::sslmode_uri_tail_pattern!()
         ),
         message: "for engine postgres, uri must look like postgres://host:5432/database (scheme postgres or postgresql) with no credentials; the only query parameter allowed is sslmode=disable|require|verify-ca|verify-full",
         verifying: sslmode::VERIFYING,
@@ -344,7 +344,9 @@ impl Target {
                 SqlStateClass::Other => EngineError::QueryFailed(detail),
             };
         }
-        let detail = with_causes(error);
+        // tokio-postgres prints only its error kind (`error connecting to server`); the cause says
+        // why (`Connection refused`, `server does not support TLS`, a certificate problem).
+        let detail = super::with_causes(error);
         let unreachable = |detail| EngineError::Unreachable {
             endpoint: self.endpoint.clone(),
             detail,
@@ -368,19 +370,6 @@ impl Target {
             DriverKind::Other => EngineError::QueryFailed(detail),
         }
     }
-}
-
-/// tokio-postgres prints only its error kind (`error connecting to server`); the cause says why
-/// (`Connection refused`, `server does not support TLS`, a certificate problem).
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[derive(Debug, PartialEq, Eq)]

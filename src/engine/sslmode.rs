@@ -11,6 +11,15 @@ use url::Url;
 use super::descriptor::UriOptions;
 use crate::settings::{SpecError, TlsMode};
 
+/// The CRD pattern for what `parse` reads after `host:port`: an optional `/database` (the rule
+/// of `spec.database`) and an optional `?sslmode=`, to the end.
+#[macro_export]
+macro_rules! sslmode_uri_tail_pattern {
+    () => {
+        r"(/([A-Za-z0-9][A-Za-z0-9._\-]{0,62})?)?(\?sslmode=(disable|require|verify-ca|verify-full))?$"
+    };
+}
+
 /// URIs whose certificate is verified (searched in the URI).
 pub const VERIFYING: &str = r"[?]sslmode=verify-(ca|full)$";
 

@@ -297,7 +297,8 @@ impl HttpPool {
 
     /// A request that got no answer: TLS, a connect timeout, or no connection at all.
     fn classify(&self, error: &hyper_util::client::legacy::Error) -> EngineError {
-        let detail = with_causes(error);
+        // hyper-util prints only its own layer (`client error (Connect)`); the causes say why.
+        let detail = super::with_causes(error);
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
         while let Some(cause) = source {
             match cause_kind(cause) {
@@ -368,18 +369,6 @@ fn server_info(header: Option<&HeaderValue>) -> ServerInfo {
             .trim_end_matches(')')
             .to_owned(),
     }
-}
-
-/// hyper-util prints only its own layer (`client error (Connect)`); the causes say why.
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
