@@ -50,7 +50,9 @@ pub enum Outcome<'a> {
 pub struct Facts {
     /// Whether TLS certificate checks are off; `None` when the spec could not be read.
     pub insecure_tls: Option<bool>,
-    pub credentials: Option<CredentialsStatus>,
+    /// The login Secret in use, once the Secrets were read (`Some(None)`: the spec names no
+    /// login); `None` to leave status as it is.
+    pub credentials: Option<Option<CredentialsStatus>>,
     /// The latency to record, already filtered for material change by the caller.
     pub latency: Option<Duration>,
     /// The schema pass's result, when one ran.
@@ -91,7 +93,7 @@ pub fn desired(
     next.conditions = conditions::merge(&previous.conditions, &changes, generation, now);
     next.observed_generation = generation;
     if let Some(credentials) = &facts.credentials {
-        next.credentials = Some(credentials.clone());
+        next.credentials = credentials.clone();
     }
     let mut probe = previous.probe.clone().unwrap_or_default();
     match outcome {
@@ -359,6 +361,50 @@ mod tests {
             ready.message
         );
         assert!(find(&status.conditions, RECONCILING).is_none());
+    }
+
+    #[test]
+    fn a_login_removed_from_the_spec_leaves_status_naming_no_secret() {
+        let with_login = Facts {
+            credentials: Some(Some(CredentialsStatus {
+                secret_name: "login".into(),
+                secret_resource_version: "7".into(),
+            })),
+            ..Facts::default()
+        };
+        let server = ServerInfo::default();
+        let outcome = |user| Outcome::Connected {
+            server: &server,
+            endpoint: "graph:8000",
+            user,
+        };
+        let before = desired(
+            &Default::default(),
+            &outcome(Some("app")),
+            &with_login,
+            Some(1),
+            now(),
+        );
+        assert!(before.credentials.is_some());
+        // A probe that read no Secret (a failure before the read) leaves it as it was.
+        let unread = desired(
+            &before,
+            &outcome(Some("app")),
+            &Facts::default(),
+            Some(1),
+            now(),
+        );
+        assert_eq!(unread.credentials, before.credentials);
+        let without = Facts {
+            credentials: Some(None),
+            ..Facts::default()
+        };
+        let after = desired(&before, &outcome(None), &without, Some(2), now());
+        assert_eq!(after.credentials, None);
+        assert_eq!(
+            find(&after.conditions, CREDENTIALS_VALID).unwrap().reason,
+            "NoLoginNeeded"
+        );
     }
 
     #[test]

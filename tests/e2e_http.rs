@@ -87,7 +87,16 @@ async fn no_login_a_wrong_one_and_a_bearer_token_each_get_their_answer() {
         env.var("HTTP_USER"),
         env.var("HTTP_PASSWORD"),
     ));
-    h.wait("basic", "Ready", "True", None).await;
+    let with_login = h.wait("basic", "Ready", "True", None).await;
+    assert!(with_login.status.unwrap().credentials.is_some());
+
+    // The login taken out of the spec (the endpoint changed to an open one): status names no
+    // Secret any more.
+    h.apply(&connection_yaml("basic", &uri("/healthcheck"), None, ""));
+    let dropped = h
+        .wait("basic", "CredentialsValid", "True", Some("NoLoginNeeded"))
+        .await;
+    assert!(dropped.status.unwrap().credentials.is_none());
 
     // A bearer token from a Secret without a username.
     h.apply(&token_secret_yaml("token", env.var("HTTP_TOKEN")));

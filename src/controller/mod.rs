@@ -213,10 +213,10 @@ impl Reconciliation<'_> {
         self.state.credentials = Some(read);
         let facts = Facts {
             insecure_tls,
-            credentials: credentials.login.as_ref().map(|login| CredentialsStatus {
+            credentials: Some(credentials.login.as_ref().map(|login| CredentialsStatus {
                 secret_name: login.secret_name.clone(),
                 secret_resource_version: login.secret_resource_version.clone(),
-            }),
+            })),
             ..Default::default()
         };
 
