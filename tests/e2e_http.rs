@@ -198,7 +198,9 @@ async fn https_verifies_the_certificate_against_the_ca_given() {
 
 #[tokio::test]
 async fn malformed_http_manifests_are_rejected_by_the_apiserver() {
-    let h = Harness::start("http-reject").await;
+    // The apiserver alone answers: no operator needed.
+    common::install_crd();
+    let ns = common::TestNamespace::create(&common::client().await, "http-reject").await;
     let base = connection_yaml("bad", &uri("/healthcheck"), None, "");
     let neo4j = common::neo4j_connection_yaml("bad", "bolt://127.0.0.1:7687", "login");
     let cases = [
@@ -238,5 +240,5 @@ async fn malformed_http_manifests_are_rejected_by_the_apiserver() {
             "spec.database is only for engine neo4j, postgres or mysql",
         ),
     ];
-    common::assert_rejected(&h.ns, &cases);
+    common::assert_rejected(&ns.name, &cases);
 }
