@@ -28,16 +28,9 @@ MARIADB_SOCKET=$MARIADB_DIR/mariadb.sock
 MARIADB_SERVER=/usr/sbin/mariadbd
 
 mariadb_build() {
-  local had_system=false
   [[ -x $MARIADB_SERVER ]] && return 0
-  port_open 3306 && had_system=true
   log "mariadb: installing MariaDB from Debian"
   testenv_apt_install mariadb-server
-  # Only a server the install itself started; one that was there before is someone else's.
-  if ! $had_system && port_open 3306; then
-    log "mariadb: stopping the system MariaDB the package started"
-    service mariadb stop >/dev/null 2>&1 || true
-  fi
 }
 
 mariadb_running() { pid_alive mariadb; }

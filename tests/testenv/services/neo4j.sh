@@ -54,14 +54,13 @@ neo4j_build() {
 
 neo4j_running() { pid_alive neo4j; }
 
-neo4j_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$NEO4J_BOLT_PORT") 2>/dev/null; }
 
 neo4j_start() {
   local pid i log=$STATE_DIR/neo4j.log
   if neo4j_running; then log "neo4j: already running (pid $(<"$STATE_DIR/neo4j.pid"))"; return 0; fi
   neo4j_build
   (( ${#NEO4J_TEST_PASSWORD} >= 8 )) || die "neo4j: NEO4J_TEST_PASSWORD must have at least 8 characters"
-  neo4j_port_open && die "neo4j: 127.0.0.1:$NEO4J_BOLT_PORT is already in use by another process"
+  port_open "$NEO4J_BOLT_PORT" && die "neo4j: 127.0.0.1:$NEO4J_BOLT_PORT is already in use by another process"
   mkdir -p "$STATE_DIR/neo4j-data"; : > "$log"
   log "neo4j: starting $NEO4J_VERSION on bolt://127.0.0.1:$NEO4J_BOLT_PORT (log: $log)"
   # The password goes in as an argument: visible in ps, acceptable for a throwaway local test database.
@@ -76,7 +75,7 @@ neo4j_start() {
       log "neo4j: exited during start-up; last lines of $log:"; tail -n 40 "$log" >&2
       die "neo4j failed to start (Neo4j's own log: $STATE_DIR/neo4j-data/logs/debug.log)"
     fi
-    grep -q '^testenv: neo4j ready' "$log" && neo4j_port_open && { log "neo4j: ready (pid $pid)"; return 0; }
+    grep -q '^testenv: neo4j ready' "$log" && port_open "$NEO4J_BOLT_PORT" && { log "neo4j: ready (pid $pid)"; return 0; }
     sleep 0.2
   done
   log "neo4j: not ready after 180s; last lines of $log:"; tail -n 40 "$log" >&2

@@ -26,16 +26,9 @@ NGINX_DIR=$STATE_DIR/nginx
 NGINX_SERVER=/usr/sbin/nginx
 
 nginx_build() {
-  local had_system=false
   [[ -x $NGINX_SERVER ]] && return 0
-  port_open 80 && had_system=true
   log "nginx: installing nginx from Debian"
   testenv_apt_install nginx
-  # Only a server the install itself started; one that was there before is someone else's.
-  if ! $had_system && port_open 80; then
-    log "nginx: stopping the system nginx the package started"
-    service nginx stop >/dev/null 2>&1 || true
-  fi
 }
 
 nginx_running() { pid_alive nginx; }

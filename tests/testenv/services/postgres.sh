@@ -37,10 +37,8 @@ pg_as() {
 postgres_build() {
   local bin; bin=$(postgres_bin)
   [[ -n $bin && -x $bin/initdb && -x $bin/postgres ]] && return 0
-  [[ $EUID -eq 0 ]] || die "postgres: PostgreSQL server not installed (sudo apt-get install -y postgresql)"
   log "postgres: installing PostgreSQL from Debian"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
-    || die "postgres: apt-get install postgresql failed"
+  testenv_apt_install postgresql
 }
 
 postgres_running() {
@@ -89,7 +87,7 @@ postgres_start() {
   if postgres_running; then log "postgres: already running"; return 0; fi
   postgres_build
   bin=$(postgres_bin)
-  (exec 3<>"/dev/tcp/127.0.0.1/$POSTGRES_PORT") 2>/dev/null \
+  port_open "$POSTGRES_PORT" \
     && die "postgres: 127.0.0.1:$POSTGRES_PORT is already in use by another process"
   mkdir -p "$POSTGRES_SOCKET_DIR"; touch "$POSTGRES_LOG"
   if [[ $EUID -eq 0 ]]; then
