@@ -18,7 +18,7 @@ impl ConnectionSettings {
     pub fn from_spec(spec: &DatabaseConnectionSpec) -> Result<Self, SpecError> {
         let engine = engine::named(&spec.engine).ok_or_else(|| SpecError::UnknownEngine {
             engine: spec.engine.clone(),
-            supported: engine::names(),
+            supported: engine::or_list(&engine::names()),
         })?;
         if spec.credentials.is_none() && engine.login == Login::Required {
             return Err(SpecError::CredentialsMissing(engine.name));

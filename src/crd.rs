@@ -7,7 +7,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::{api::DatabaseConnection, engine::rules};
+use crate::{
+    api::DatabaseConnection,
+    engine::{self, rules},
+};
 
 /// The CRD: `crdgen` prints it, `validate` checks manifests against it.
 pub fn definition() -> CustomResourceDefinition {
@@ -32,7 +35,7 @@ fn add_engines(spec: &mut JSONSchemaProps) {
         .and_then(|properties| properties.get_mut("engine"))
         .expect("the spec has an engine");
     engine.enum_ = Some(
-        rules::engine_names()
+        engine::names()
             .into_iter()
             .map(|name| JSON(name.into()))
             .collect(),
@@ -76,6 +79,6 @@ mod tests {
             .flatten()
             .filter_map(|v| v.0.as_str())
             .collect();
-        assert_eq!(values, rules::engine_names());
+        assert_eq!(values, engine::names());
     }
 }

@@ -181,11 +181,6 @@ fn near_valid_uri() -> impl Strategy<Value = GeneratedUri> {
         )
 }
 
-/// Every registered engine's name, so a new engine is fuzzed without a change here.
-fn engine_names() -> Vec<&'static str> {
-    ENGINES.iter().map(|e| e.name).collect()
-}
-
 /// Every registered engine's URI schemes.
 fn all_schemes() -> Vec<&'static str> {
     ENGINES
@@ -238,7 +233,7 @@ fn admitted_uri_is_accepted(engine: &str, uri: &str, accepted: bool) -> Result<(
 
 #[test]
 fn spec_uri_near_valid_uris_never_leak_or_pass_credentials() {
-    let strategy = (select(engine_names()), near_valid_uri());
+    let strategy = (select(engine::names()), near_valid_uri());
     check(
         "spec.uri: near-valid URIs",
         file!(),
@@ -293,7 +288,7 @@ fn spec_never_panics_on_arbitrary_uris_durations_and_tls() {
             .prop_map(|skip| json!({"caSecretRef": {"name": "ca"}, "insecureSkipVerify": skip})),
     ];
     let strategy = (
-        select(engine_names()),
+        select(engine::names()),
         prop_oneof![any_text(), near_valid_uri().prop_map(|u| u.text)],
         tls,
         vec(any_duration(), 7),

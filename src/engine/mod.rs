@@ -43,10 +43,9 @@ pub fn named(name: &str) -> Option<&'static Descriptor> {
     ENGINES.iter().copied().find(|e| e.name == name)
 }
 
-/// The names, as `a, b or c`, for messages.
-pub fn names() -> String {
-    let names: Vec<&str> = ENGINES.iter().map(|e| e.name).collect();
-    or_list(&names)
+/// The registered names, the values `spec.engine` may take.
+pub fn names() -> Vec<&'static str> {
+    ENGINES.iter().map(|e| e.name).collect()
 }
 
 /// `a, b or c`.

@@ -10,11 +10,6 @@ use super::{
     descriptor::{Login, Section},
 };
 
-/// The registered names, the values `spec.engine` may take.
-pub fn engine_names() -> Vec<&'static str> {
-    ENGINES.iter().map(|e| e.name).collect()
-}
-
 fn rule(expression: String, message: String, path: &str) -> ValidationRule {
     ValidationRule {
         rule: expression,
