@@ -298,6 +298,10 @@ pub struct HealthCheckSpec {
     #[serde(default = "default_failure_threshold")]
     #[schemars(range(min = 1, max = 100))]
     pub failure_threshold: u32,
+    /// For a PostgreSQL URI listing several hosts: a standby further behind than this makes the
+    /// connection `Degraded` (reason `ReplicationLagging`).
+    #[serde(default = "default_max_replication_lag")]
+    pub max_replication_lag: Duration,
 }
 
 fn default_interval() -> Duration {
@@ -309,6 +313,9 @@ fn default_timeout() -> Duration {
 fn default_failure_threshold() -> u32 {
     3
 }
+fn default_max_replication_lag() -> Duration {
+    Duration::new("30s")
+}
 
 impl Default for HealthCheckSpec {
     fn default() -> Self {
@@ -316,6 +323,7 @@ impl Default for HealthCheckSpec {
             interval: default_interval(),
             timeout: default_timeout(),
             failure_threshold: default_failure_threshold(),
+            max_replication_lag: default_max_replication_lag(),
         }
     }
 }
@@ -499,6 +507,33 @@ pub struct DatabaseConnectionStatus {
     /// The binding Secret, once written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<BindingStatus>,
+    /// Every host of a URI that lists several (PostgreSQL), as the last probe found it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+}
+
+/// One host of a URI that lists several. The lag figures are refreshed when they move
+/// materially (the metrics carry every probe's).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// `host:port` as listed in spec.uri.
+    pub address: String,
+    /// `primary`, `standby`, or `unknown` when it did not answer.
+    pub role: String,
+    pub reachable: bool,
+    /// Whether sessions go to it (the first member that fits `target_session_attrs`).
+    #[serde(default)]
+    pub serving: bool,
+    /// A standby's replay delay, e.g. `2s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_lag: Option<String>,
+    /// WAL bytes a standby has yet to replay, measured against the primary's position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_lag_bytes: Option<u64>,
+    /// Why it did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

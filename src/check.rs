@@ -54,6 +54,10 @@ impl ConnectionSettings {
                 "spec.healthCheck.failureThreshold",
                 spec.health_check.failure_threshold,
             )? as u32,
+            max_replication_lag: positive(
+                "spec.healthCheck.maxReplicationLag",
+                &spec.health_check.max_replication_lag,
+            )?,
         };
         let retry = RetrySettings {
             initial_delay: positive("spec.retry.initialDelay", &spec.retry.initial_delay)?,
@@ -65,9 +69,15 @@ impl ConnectionSettings {
         Ok(Self {
             engine,
             uri: spec.uri.clone(),
-            endpoint: format!("{}:{}", uri.host, uri.port),
-            host: uri.host,
-            port: uri.port,
+            endpoint: uri
+                .hosts
+                .iter()
+                .map(|(host, port)| format!("{host}:{port}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            host: uri.hosts[0].0.clone(),
+            port: uri.hosts[0].1,
+            hosts: uri.hosts,
             tls: uri.tls,
             verify_hostname: uri.verify_hostname,
             database,
@@ -157,8 +167,8 @@ pub fn check_secret_namespaces(
 
 /// What `spec.uri` says, validated for its engine.
 struct UriParts {
-    host: String,
-    port: u16,
+    /// Every host with its port, in the order written; at least one.
+    hosts: Vec<(String, u16)>,
     tls: TlsMode,
     verify_hostname: bool,
     database: Option<String>,
@@ -177,15 +187,39 @@ fn parse_uri(engine: &Descriptor, spec: &DatabaseConnectionSpec) -> Result<UriPa
     if spec.uri.contains('\\') {
         return Err(malformed("it contains a backslash".into()));
     }
-    let url = Url::parse(&spec.uri).map_err(|e| malformed(e.to_string()))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(SpecError::CredentialsInUri);
+    // `h1:5432,h2:5433`: the URL parser reads one host, so the others are read one by one.
+    let (first, others) = split_hosts(&spec.uri);
+    if !others.is_empty() && !engine.uri.several_hosts {
+        return Err(malformed(format!(
+            "engine {} takes one host; a comma separates several hosts only for postgres",
+            engine.name
+        )));
     }
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| SpecError::MissingHost(mask_userinfo(&spec.uri)))?
-        .to_owned();
+    let url = Url::parse(&first).map_err(|e| malformed(e.to_string()))?;
+    let host_port = |url: &Url| -> Result<(String, u16), SpecError> {
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(SpecError::CredentialsInUri);
+        }
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| SpecError::MissingHost(mask_userinfo(&spec.uri)))?
+            .to_owned();
+        // A scheme's well-known port (https: 443) where the URL parser knows one.
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(engine.uri.default_port);
+        Ok((host, port))
+    };
+    let mut hosts = vec![host_port(&url)?];
+    for other in others {
+        let other = Url::parse(&format!("{}://{other}", url.scheme()))
+            .map_err(|e| malformed(format!("host {other:?}: {e}")))?;
+        if other.path() != "" || other.query().is_some() || other.fragment().is_some() {
+            return Err(malformed("a listed host must be host[:port]".into()));
+        }
+        hosts.push(host_port(&other)?);
+    }
     if !engine.uri.schemes.contains(&url.scheme()) {
         return Err(SpecError::UnsupportedScheme {
             scheme: url.scheme().to_owned(),
@@ -204,15 +238,25 @@ fn parse_uri(engine: &Descriptor, spec: &DatabaseConnectionSpec) -> Result<UriPa
         (Some(_), _) => return Err(SpecError::TlsNotApplicable(engine.uri.tls_applies)),
     };
     Ok(UriParts {
-        // A scheme's well-known port (https: 443) where the URL parser knows one.
-        port: url
-            .port_or_known_default()
-            .unwrap_or(engine.uri.default_port),
-        host,
+        hosts,
         tls,
         verify_hostname: options.verify_hostname,
         database: options.database,
     })
+}
+
+/// The URI with its first host alone, and the other hosts of a comma-separated list.
+fn split_hosts(uri: &str) -> (String, Vec<&str>) {
+    let Some(start) = uri.find("://").map(|i| i + 3) else {
+        return (uri.to_owned(), Vec::new());
+    };
+    let end = uri[start..]
+        .find(['/', '?', '#'])
+        .map_or(uri.len(), |i| start + i);
+    let mut hosts = uri[start..end].split(',');
+    let first = hosts.next().unwrap_or_default();
+    let others: Vec<&str> = hosts.collect();
+    (format!("{}{first}{}", &uri[..start], &uri[end..]), others)
 }
 
 /// A URI for an error message: anything between the scheme and the last `@` is masked, also

@@ -9,6 +9,8 @@ pub const REACHABLE: &str = "Reachable";
 pub const CREDENTIALS_VALID: &str = "CredentialsValid";
 pub const TLS_VERIFIED: &str = "TLSVerified";
 pub const SCHEMA_READY: &str = "SchemaReady";
+/// Some of several listed hosts are down or behind, while sessions still have a member.
+pub const DEGRADED: &str = "Degraded";
 /// Present while `spec.binding` is set: whether the binding Secret holds the verified login.
 pub const BINDING_READY: &str = "BindingReady";
 /// kstatus: present (True) only while the operator is still working toward Ready.

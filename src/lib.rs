@@ -13,6 +13,7 @@ pub mod engine;
 pub mod http;
 pub mod latency;
 pub mod leader;
+pub mod members;
 pub mod metrics;
 pub mod schedule;
 pub mod schema;

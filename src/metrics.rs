@@ -1,7 +1,11 @@
 //! Prometheus metrics: the families, their registry, and removal of a deleted connection's series.
 //! Labels are typed structs, so only namespace, name, engine and a fixed reason can become labels.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    sync::{Mutex, atomic::AtomicU64},
+    time::{Duration, Instant},
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -13,6 +17,8 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+
+use crate::engine::{Member, Role};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectionLabels {
@@ -38,6 +44,15 @@ pub struct PoolLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabels {
+    pub namespace: String,
+    pub name: String,
+    pub engine: String,
+    /// `host:port` as listed in spec.uri.
+    pub member: String,
+}
+
 #[derive(Clone)]
 struct ProbeBuckets;
 
@@ -57,6 +72,13 @@ pub struct Metrics {
     schema_operations: Family<ConnectionLabels, Counter>,
     schema_drift: Family<ConnectionLabels, Gauge>,
     pool_connections: Family<PoolLabels, Gauge>,
+    member_up: Family<MemberLabels, Gauge>,
+    member_primary: Family<MemberLabels, Gauge>,
+    member_lag_seconds: Family<MemberLabels, Gauge<f64, AtomicU64>>,
+    member_lag_bytes: Family<MemberLabels, Gauge>,
+    /// The members each connection has series for, so that a host taken out of spec.uri, or
+    /// a deleted connection, leaves none behind.
+    members_seen: Mutex<HashMap<ConnectionLabels, Vec<String>>>,
     reconciles: Counter,
     reconcile_errors: Counter,
     reconcile_duration: Histogram,
@@ -75,6 +97,11 @@ impl Default for Metrics {
             schema_operations: Family::default(),
             schema_drift: Family::default(),
             pool_connections: Family::default(),
+            member_up: Family::default(),
+            member_primary: Family::default(),
+            member_lag_seconds: Family::default(),
+            member_lag_bytes: Family::default(),
+            members_seen: Mutex::default(),
             reconciles: Counter::default(),
             reconcile_errors: Counter::default(),
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
@@ -116,6 +143,26 @@ impl Default for Metrics {
             "pool_connections",
             "Pool connections by state (open, idle), where the driver reports them",
             metrics.pool_connections.clone(),
+        );
+        registry.register(
+            "member_up",
+            "For a URI listing several hosts: 1 when the host answered the last probe",
+            metrics.member_up.clone(),
+        );
+        registry.register(
+            "member_primary",
+            "For a URI listing several hosts: 1 for a primary, 0 for a standby",
+            metrics.member_primary.clone(),
+        );
+        registry.register(
+            "member_replication_lag_seconds",
+            "A standby's replay delay at the last probe",
+            metrics.member_lag_seconds.clone(),
+        );
+        registry.register(
+            "member_replication_lag_bytes",
+            "WAL bytes a standby had yet to replay at the last probe",
+            metrics.member_lag_bytes.clone(),
         );
         registry.register("reconciles", "Reconciles run", metrics.reconciles.clone());
         registry.register(
@@ -182,6 +229,66 @@ impl Metrics {
         }
     }
 
+    /// Every listed host as the last probe found it; series of hosts no longer listed go.
+    pub fn members(&self, labels: &ConnectionLabels, members: &[Member]) {
+        let addresses: Vec<String> = members.iter().map(|m| m.address.clone()).collect();
+        let before = self
+            .members_seen()
+            .insert(labels.clone(), addresses.clone())
+            .unwrap_or_default();
+        for gone in before.iter().filter(|a| !addresses.contains(a)) {
+            self.remove_member(labels, gone);
+        }
+        for member in members {
+            let series = member_labels(labels, &member.address);
+            self.member_up
+                .get_or_create(&series)
+                .set(i64::from(member.role.is_some()));
+            match member.role {
+                Some(role) => {
+                    self.member_primary
+                        .get_or_create(&series)
+                        .set(i64::from(role == Role::Primary));
+                }
+                None => {
+                    self.member_primary.remove(&series);
+                }
+            }
+            match member.lag {
+                Some(lag) => {
+                    self.member_lag_seconds
+                        .get_or_create(&series)
+                        .set(lag.as_secs_f64());
+                }
+                None => {
+                    self.member_lag_seconds.remove(&series);
+                }
+            }
+            match member.lag_bytes {
+                Some(bytes) => {
+                    self.member_lag_bytes
+                        .get_or_create(&series)
+                        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                }
+                None => {
+                    self.member_lag_bytes.remove(&series);
+                }
+            }
+        }
+    }
+
+    fn remove_member(&self, labels: &ConnectionLabels, address: &str) {
+        let series = member_labels(labels, address);
+        self.member_up.remove(&series);
+        self.member_primary.remove(&series);
+        self.member_lag_seconds.remove(&series);
+        self.member_lag_bytes.remove(&series);
+    }
+
+    fn members_seen(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionLabels, Vec<String>>> {
+        self.members_seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn schema_problems(&self, labels: &ConnectionLabels, problems: usize) {
         self.schema_drift.get_or_create(labels).set(problems as i64);
     }
@@ -225,6 +332,10 @@ impl Metrics {
         for state in ["open", "idle"] {
             self.pool_connections.remove(&pool_labels(labels, state));
         }
+        let members = self.members_seen().remove(labels).unwrap_or_default();
+        for address in &members {
+            self.remove_member(labels, address);
+        }
         // Every reason any engine can fail with, so a deleted connection's series all go.
         for reason in crate::engine::failure_reasons() {
             self.probe_failures.remove(&FailureLabels {
@@ -249,6 +360,15 @@ fn pool_labels(labels: &ConnectionLabels, state: &'static str) -> PoolLabels {
         name: labels.name.clone(),
         engine: labels.engine.clone(),
         state,
+    }
+}
+
+fn member_labels(labels: &ConnectionLabels, member: &str) -> MemberLabels {
+    MemberLabels {
+        namespace: labels.namespace.clone(),
+        name: labels.name.clone(),
+        engine: labels.engine.clone(),
+        member: member.to_owned(),
     }
 }
 

@@ -13,9 +13,13 @@ pub struct ConnectionSettings {
     pub uri: String,
     /// `host:port`, for messages.
     pub endpoint: String,
-    /// The host and port from the URI (the port defaulted per engine), for drivers that take them apart.
+    /// The (first) host and port from the URI (the port defaulted per engine), for drivers that
+    /// take them apart.
     pub host: String,
     pub port: u16,
+    /// Every host listed in the URI with its port, the first one included (PostgreSQL may list
+    /// several: `postgres://h1:5432,h2:5433/db`).
+    pub hosts: Vec<(String, u16)>,
     pub tls: TlsMode,
     /// Whether the certificate must name `host`. False only for PostgreSQL's `sslmode=verify-ca`,
     /// which checks that the certificate chains to a trusted CA and nothing more.
@@ -54,6 +58,8 @@ pub struct HealthSettings {
     pub interval: Duration,
     pub timeout: Duration,
     pub failure_threshold: u32,
+    /// A standby further behind than this makes the connection Degraded (PostgreSQL).
+    pub max_replication_lag: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

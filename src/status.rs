@@ -18,6 +18,7 @@ use crate::{
     credentials::CredentialsError,
     duration::human,
     engine::{EngineError, FailureClass},
+    members::{self, MemberFacts},
     settings::SpecError,
 };
 
@@ -59,6 +60,8 @@ pub struct Facts {
     pub schema: Option<(SchemaStatus, Desired)>,
     /// The binding step's result, `None` to leave status as it is.
     pub binding: Option<BindingFacts>,
+    /// The members the probe found (none for a single host), `None` to leave status as it is.
+    pub members: Option<MemberFacts>,
 }
 
 /// The binding Secret as status reports it.
@@ -89,6 +92,10 @@ pub fn desired(
     if let Some(binding) = &facts.binding {
         next.binding = binding.status.clone();
         changes.push(binding.condition.clone());
+    }
+    if let Some(members) = &facts.members {
+        next.members = members::shown(&previous.members, members);
+        changes.push(members::degraded(&next.members, members.max_lag));
     }
     next.conditions = conditions::merge(&previous.conditions, &changes, generation, now);
     next.observed_generation = generation;

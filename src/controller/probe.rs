@@ -14,6 +14,7 @@ use crate::{
     api::DatabaseConnection,
     credentials::Credentials,
     engine::{EngineError, FailureClass},
+    members::MemberFacts,
     schedule,
     settings::ConnectionSettings,
     state::{ConnectionState, PoolEntry, pool_fingerprint},
@@ -131,16 +132,23 @@ impl Reconciliation<'_> {
                 self.ctx.metrics.pool_usage(labels, usage.open, usage.idle);
             }
         }
+        let members = self.members(settings);
+        // With several hosts listed, the one sessions went to.
+        let endpoint = members
+            .as_ref()
+            .and_then(|m| m.found.iter().find(|m| m.serving))
+            .map_or(settings.endpoint.clone(), |m| m.address.clone());
         let check_soon = self.sync_schema(&server, settings).await;
         let binding = binding::sync(self.ctx, self.obj, self.state, settings, credentials).await;
         let facts = Facts {
             schema: self.state.schema.clone(),
             binding,
+            members,
             ..facts
         };
         let outcome = Outcome::Connected {
             server: &server,
-            endpoint: &settings.endpoint,
+            endpoint: &endpoint,
             user: credentials.login.as_ref().map(|l| l.username.as_str()),
         };
         // Scheduled after the status write: should it fail, the retry probes again, which is
@@ -189,11 +197,24 @@ impl Reconciliation<'_> {
         self.state.unreported_failure = Some(error.clone());
         let facts = Facts {
             schema: self.state.schema.clone(),
+            members: self.members(settings),
             ..facts
         };
         self.report(&outcome, facts).await?;
         self.state.unreported_failure = None;
         Ok(delay)
+    }
+
+    /// The members the last probe found, for status and metrics; `None` when no pool opened.
+    fn members(&self, settings: &ConnectionSettings) -> Option<MemberFacts> {
+        let found = self.state.pool.as_ref()?.pool.members();
+        if let Some(labels) = &self.state.labels {
+            self.ctx.metrics.members(labels, &found);
+        }
+        Some(MemberFacts {
+            found,
+            max_lag: settings.health.max_replication_lag,
+        })
     }
 
     async fn announce_reload(&self, credentials: &Credentials) {

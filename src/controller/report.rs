@@ -137,6 +137,33 @@ impl Reconciliation<'_> {
                 secondary: None,
             });
         }
+        // A failover followed: sessions moved from one listed host to another.
+        let serving = |status: &DatabaseConnectionStatus| {
+            status
+                .members
+                .iter()
+                .find(|m| m.serving)
+                .map(|m| (m.address.clone(), m.role.clone()))
+        };
+        if let Some((after, role)) = serving(next)
+            && !previous.members.is_empty()
+            && serving(previous).is_none_or(|(before, _)| before != after)
+        {
+            let before = serving(previous)
+                .map_or("no listed host took them".into(), |(before, _)| {
+                    format!("they went to {before}")
+                });
+            info!(%after, %before, "sessions moved to another listed host");
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: "ServingMemberChanged".into(),
+                note: Some(format!(
+                    "Sessions now go to {after} ({role}); before, {before}."
+                )),
+                action: "Probe".into(),
+                secondary: None,
+            });
+        }
         // Once, when it starts (or starts again): `kubectl get events` and alerting on Warning
         // Events should show an unauthenticated server, not only the condition.
         if let Some(tls) = conditions::find(&next.conditions, TLS_VERIFIED)
@@ -196,5 +223,6 @@ fn changed_fields(
     check("credentials", previous.credentials != next.credentials);
     check("schema", previous.schema != next.schema);
     check("binding", previous.binding != next.binding);
+    check("members", previous.members != next.members);
     changed
 }

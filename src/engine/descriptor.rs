@@ -57,6 +57,8 @@ pub struct UriShape {
     /// Schemes accepted, without `://`.
     pub schemes: &'static [&'static str],
     pub default_port: u16,
+    /// Whether the URI may list several hosts, comma-separated (`h1:5432,h2:5433`).
+    pub several_hosts: bool,
     /// A URI to show in messages.
     pub example: &'static str,
     /// An RE2 pattern the whole URI must match; the CRD's rule on `spec.uri`.

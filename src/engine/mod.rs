@@ -86,6 +86,42 @@ pub trait Pool: Send + Sync {
     fn usage(&self) -> Option<PoolUsage> {
         None
     }
+    /// Every host of a URI that lists several, as the last probe found them; empty otherwise.
+    fn members(&self) -> Vec<Member> {
+        Vec::new()
+    }
+}
+
+/// One host of a connection whose URI lists several, as a probe found it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    /// `host:port` as listed.
+    pub address: String,
+    /// `None` when it did not answer.
+    pub role: Option<Role>,
+    /// Why it did not answer.
+    pub problem: Option<String>,
+    /// Whether sessions go to it.
+    pub serving: bool,
+    /// How long since the last transaction it replayed was committed (a standby's).
+    pub lag: Option<Duration>,
+    /// How many bytes of WAL it has yet to replay (a standby's, while a primary answers).
+    pub lag_bytes: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Standby,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Standby => "standby",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

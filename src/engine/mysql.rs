@@ -40,6 +40,7 @@ pub static ENGINE: Descriptor = Descriptor {
     uri: UriShape {
         schemes: &["mysql"],
         default_port: 3306,
+        several_hosts: false,
         example: "mysql://host:3306/database?sslmode=verify-full",
         pattern: concat!(
             r"^mysql://",

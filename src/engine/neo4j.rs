@@ -36,6 +36,7 @@ pub static ENGINE: Descriptor = Descriptor {
         // the operator never checked.
         schemes: &["bolt", "bolt+s", "bolt+ssc"],
         default_port: 7687,
+        several_hosts: false,
         example: "bolt://host:7687",
         pattern: concat!(
             r"^bolt(\+s|\+ssc)?://",

@@ -16,12 +16,33 @@ use crate::settings::{SpecError, TlsMode};
 #[macro_export]
 macro_rules! sslmode_uri_tail_pattern {
     () => {
-        r"(/([A-Za-z0-9][A-Za-z0-9._\-]{0,62})?)?(\?sslmode=(disable|require|verify-ca|verify-full))?$"
+        concat!(
+            $crate::database_path_pattern!(),
+            r"(\?",
+            $crate::sslmode_pattern!(),
+            ")?$"
+        )
+    };
+}
+
+/// The CRD pattern for an optional `/database` (the rule of `spec.database`).
+#[macro_export]
+macro_rules! database_path_pattern {
+    () => {
+        r"(/([A-Za-z0-9][A-Za-z0-9._\-]{0,62})?)?"
+    };
+}
+
+/// The CRD pattern for the `sslmode=` parameter.
+#[macro_export]
+macro_rules! sslmode_pattern {
+    () => {
+        r"sslmode=(disable|require|verify-ca|verify-full)"
     };
 }
 
 /// URIs whose certificate is verified (searched in the URI).
-pub const VERIFYING: &str = r"[?]sslmode=verify-(ca|full)$";
+pub const VERIFYING: &str = r"[?&]sslmode=verify-(ca|full)(&|$)";
 
 pub const TLS_APPLIES: &str = "with sslmode=verify-ca or sslmode=verify-full in spec.uri (sslmode=require skips verification already)";
 

@@ -9,6 +9,7 @@ pub mod fuzz;
 pub mod http;
 pub mod mariadb;
 pub mod neo4j;
+pub mod pgpair;
 pub mod postgres;
 pub mod proxy;
 pub mod report;

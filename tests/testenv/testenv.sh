@@ -18,7 +18,8 @@
 # NAME to TESTENV_DATABASES and "LABEL:PORT" to TESTENV_FORWARDS (each port Pods of the cluster
 # mode reach it on), sets its port and test credentials, and defines NAME_build, NAME_start,
 # NAME_stop, NAME_kill, NAME_running and NAME_env; a function testenv_cmd_FOO_BAR is the
-# subcommand foo-bar.
+# subcommand foo-bar. A file may also add a function to TESTENV_DOWN_HOOKS, which `down` runs
+# first (services/pgpair.sh: the replication pairs tests left behind).
 #
 # Cluster mode (lib/cluster.sh): a single-node cluster that runs Pods, with its own state dir
 # (/tmp/dbconn-cluster) and ports, so it can run beside the environment above.
@@ -55,6 +56,7 @@ source "$TESTENV_DIR/lib/k8s.sh"
 source "$TESTENV_DIR/lib/testca.sh"
 TESTENV_DATABASES=()
 TESTENV_FORWARDS=()
+TESTENV_DOWN_HOOKS=()
 for service_file in "$TESTENV_DIR"/services/*.sh; do
   # shellcheck source=/dev/null
   source "$service_file"
@@ -80,7 +82,8 @@ cmd_up() {
 }
 
 cmd_down() {
-  local i
+  local i h
+  for h in "${TESTENV_DOWN_HOOKS[@]}"; do ("$h") || true; done
   for ((i=${#SERVICES[@]}-1; i>=0; i--)); do "${SERVICES[$i]}_stop" || true; done
 }
 

@@ -53,6 +53,7 @@ pub static ENGINE: Descriptor = Descriptor {
     uri: UriShape {
         schemes: &["http", "https"],
         default_port: 80,
+        several_hosts: false,
         example: "http://host:8000/healthcheck",
         // For http(s) the URL parser reads a host whose last label is a number as an IPv4
         // address, and refuses it unless it is one: a dotted quad, or a name whose last label

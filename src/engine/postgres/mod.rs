@@ -13,7 +13,12 @@
 //! Pool lifetime and idle limits are enforced by the reconciler, which renews the whole pool
 //! (`state::PoolEntry::expired`); `spec.pool.fetchSize` has no use here (probes read one row).
 
-use std::{sync::Arc, time::Duration};
+mod members;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use deadpool_postgres::{
     Connect, Manager, ManagerConfig, PoolError, RecyclingMethod, Runtime, TimeoutType, Timeouts,
@@ -30,8 +35,10 @@ use tracing::Instrument;
 
 use url::Url;
 
+use members::{Seen, SessionAttrs};
+
 use super::{
-    Descriptor, EngineError, ExtensionOps, Pool, PoolUsage,
+    Descriptor, EngineError, ExtensionOps, FailureClass, Member, Pool, PoolUsage, Reason,
     descriptor::{Login, UriOptions, UriShape},
     sections, sslmode, tls,
 };
@@ -41,19 +48,38 @@ use crate::{
     settings::{ConnectionSettings, SpecError, TlsMode},
 };
 
+/// The CRD pattern for the `target_session_attrs=` parameter.
+macro_rules! target_session_attrs_pattern {
+    () => {
+        r"target_session_attrs=(any|read-write|read-only|primary|standby|prefer-standby)"
+    };
+}
 pub static ENGINE: Descriptor = Descriptor {
     name: "postgres",
     product: "PostgreSQL",
     uri: UriShape {
         schemes: &["postgres", "postgresql"],
         default_port: 5432,
+        several_hosts: true,
         example: "postgres://host:5432/database?sslmode=verify-full",
         pattern: concat!(
             r"^postgres(ql)?://",
             crate::uri_host_port_pattern!(),
-            crate::sslmode_uri_tail_pattern!()
+            "(,",
+            crate::uri_host_port_pattern!(),
+            ")*",
+            crate::database_path_pattern!(),
+            r"(\?(",
+            crate::sslmode_pattern!(),
+            "(&",
+            target_session_attrs_pattern!(),
+            ")?|",
+            target_session_attrs_pattern!(),
+            "(&",
+            crate::sslmode_pattern!(),
+            ")?))?$"
         ),
-        message: "for engine postgres, uri must look like postgres://host:5432/database (scheme postgres or postgresql) with no credentials; the only query parameter allowed is sslmode=disable|require|verify-ca|verify-full",
+        message: "for engine postgres, uri must look like postgres://host:5432/database or postgres://host1:5432,host2:5432/database (scheme postgres or postgresql) with no credentials; the only query parameters allowed are sslmode=disable|require|verify-ca|verify-full and target_session_attrs=any|read-write|read-only|primary|standby|prefer-standby, each at most once",
         verifying: sslmode::VERIFYING,
         tls_applies: sslmode::TLS_APPLIES,
         parse: parse_uri,
@@ -61,19 +87,51 @@ pub static ENGINE: Descriptor = Descriptor {
     login: Login::Required,
     sections: &[&sections::DATABASE, &sections::SCHEMA_EXTENSIONS],
     rules: &[],
-    reasons: &[],
+    reasons: &[&NO_SUITABLE_MEMBER],
     open,
 };
 
+/// Several hosts answered, and none takes the sessions `target_session_attrs` asks for (a
+/// primary is down and its standby not yet promoted).
+pub static NO_SUITABLE_MEMBER: Reason = Reason {
+    name: "NoSuitableMember",
+    class: FailureClass::Transient,
+    server_answered: true,
+    hint: "The message lists what each host is. During a failover this clears once a standby is promoted; otherwise check target_session_attrs in spec.uri against the hosts' roles. Retrying with backoff.",
+};
+
 fn parse_uri(url: &Url) -> Result<UriOptions, SpecError> {
+    // `target_session_attrs` is read where the pool opens; sslmode's reader sees the rest.
+    SessionAttrs::from_uri(url)?;
+    let mut rest = url.clone();
+    let others: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(key, _)| key != "target_session_attrs")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if others.is_empty() {
+        rest.set_query(None);
+    } else {
+        rest.query_pairs_mut().clear().extend_pairs(others);
+    }
     sslmode::parse(
-        url,
-        "spec.uri for postgres may carry only a database path and ?sslmode=...; put the login in the Secret named by spec.credentials.secretRef and other settings in the spec",
+        &rest,
+        "spec.uri for postgres may carry only a database path, ?sslmode=... and target_session_attrs=...; put the login in the Secret named by spec.credentials.secretRef and other settings in the spec",
     )
 }
 
-
+/// One pool per listed host: each probe asks every member what it is.
 struct PostgresPool {
+    members: Vec<MemberPool>,
+    attrs: SessionAttrs,
+    /// A member that does not answer within this counts as down, so the others' answers
+    /// still arrive within the probe's timeout.
+    member_deadline: Duration,
+    /// The member sessions go to, and every member as the last probe found them.
+    last: Mutex<(usize, Vec<Member>)>,
+}
+
+struct MemberPool {
     pool: deadpool_postgres::Pool,
     target: Target,
 }
@@ -83,12 +141,40 @@ fn open(
     credentials: &Credentials,
 ) -> Result<Arc<dyn Pool>, EngineError> {
     let login = super::required_login(credentials)?;
+    let tls = tls::client_config(settings, credentials.ca_pem.as_deref())?;
+    let members = settings
+        .hosts
+        .iter()
+        .map(|(host, port)| member_pool(settings, login, host, *port, tls.clone()))
+        .collect::<Result<_, _>>()?;
+    let attrs = session_attrs(&settings.uri);
+    Ok(Arc::new(PostgresPool {
+        members,
+        attrs,
+        member_deadline: settings.health.timeout.mul_f64(0.8),
+        last: Mutex::new((0, Vec::new())),
+    }))
+}
+
+/// `target_session_attrs` from a URI `check` accepted (which may list several hosts).
+fn session_attrs(uri: &str) -> SessionAttrs {
+    let query = uri.split_once('?').map_or("", |(_, query)| query);
+    SessionAttrs::from_query(query).unwrap_or_default()
+}
+
+fn member_pool(
+    settings: &ConnectionSettings,
+    login: &crate::credentials::Login,
+    host: &str,
+    port: u16,
+    tls: Option<rustls::ClientConfig>,
+) -> Result<MemberPool, EngineError> {
     let limits = &settings.pool;
     let mut config = tokio_postgres::Config::new();
     config
         // An IPv6 literal comes out of the URI in brackets; the driver wants it bare.
-        .host(settings.host.trim_start_matches('[').trim_end_matches(']'))
-        .port(settings.port)
+        .host(host.trim_start_matches('[').trim_end_matches(']'))
+        .port(port)
         .user(&login.username)
         .password(login.password.expose())
         .connect_timeout(limits.connection_timeout)
@@ -105,7 +191,7 @@ fn open(
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };
-    let manager = match tls::client_config(settings, credentials.ca_pem.as_deref())? {
+    let manager = match tls {
         None => Manager::from_connect(config, SpannedConnect { tls: NoTls }, manager_config),
         Some(tls) => Manager::from_connect(
             config,
@@ -126,7 +212,7 @@ fn open(
         .build()
         .map_err(|e| EngineError::Configuration(e.to_string()))?;
     let target = Target {
-        endpoint: settings.endpoint.clone(),
+        endpoint: format!("{host}:{port}"),
         user: login.username.clone(),
         // PostgreSQL's default database is the one named like the user.
         database: settings
@@ -136,7 +222,7 @@ fn open(
         connection_timeout: limits.connection_timeout,
         acquisition_timeout: limits.acquisition_timeout,
     };
-    Ok(Arc::new(PostgresPool { pool, target }))
+    Ok(MemberPool { pool, target })
 }
 
 /// Opens connections as deadpool's own connector does, but runs each connection's background
@@ -177,25 +263,75 @@ where
     }
 }
 
-impl PostgresPool {
+impl MemberPool {
     /// Runs one statement with the simple protocol (no prepare round trip) and returns the
-    /// first column of its first row.
-    async fn first_value(&self, sql: &str) -> Result<Option<String>, EngineError> {
+    /// columns of its first row.
+    async fn first_row(&self, sql: &str) -> Result<Vec<Option<String>>, EngineError> {
         let client = self.pool.get().await.map_err(|e| self.target.pool(e))?;
         let messages = client
             .simple_query(sql)
             .await
             .map_err(|e| self.target.driver(&e))?;
-        Ok(messages.iter().find_map(|message| match message {
-            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
+        Ok(messages
+            .iter()
+            .find_map(|message| match message {
+                SimpleQueryMessage::Row(row) => {
+                    Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+                }
+                _ => None,
+            })
+            .unwrap_or_default())
+    }
+
+    async fn first_value(&self, sql: &str) -> Result<Option<String>, EngineError> {
+        Ok(self.first_row(sql).await?.into_iter().next().flatten())
+    }
+
+    async fn inspect(&self, deadline: Duration) -> Result<Seen, EngineError> {
+        let row = tokio::time::timeout(deadline, self.first_row(members::INSPECT))
+            .await
+            .map_err(|_elapsed| EngineError::Timeout {
+                endpoint: self.target.endpoint.clone(),
+                timeout: deadline,
+            })??;
+        let column = |i: usize| row.get(i).and_then(|c| c.as_deref());
+        Seen::from_row([column(0), column(1), column(2), column(3)]).ok_or_else(|| {
+            EngineError::QueryFailed(format!("{} answered no role", self.target.endpoint))
+        })
+    }
+}
+
+impl PostgresPool {
+    /// The member sessions go to, chosen by the last probe.
+    fn serving(&self) -> &MemberPool {
+        let index = self.last.lock().expect("member lock").0;
+        &self.members[index]
+    }
+
+    /// Asks every member what it is, at once, and chooses the one sessions go to. One listed
+    /// host is simply pinged: there is nothing to choose and no member to report.
+    async fn probe(&self) -> Result<(), EngineError> {
+        if let [only] = self.members.as_slice() {
+            return only.first_value("SELECT 1").await.map(drop);
+        }
+        let answers: Vec<_> = futures::future::join_all(self.members.iter().map(|member| async {
+            (
+                member.target.endpoint.clone(),
+                member.inspect(self.member_deadline).await,
+            )
         }))
+        .await;
+        let chosen = members::choose(self.attrs, &answers);
+        let report = members::report(&answers, chosen.as_ref().ok().copied());
+        let mut last = self.last.lock().expect("member lock");
+        *last = (chosen.as_ref().copied().unwrap_or(last.0), report);
+        chosen.map(drop)
     }
 }
 
 impl Pool for PostgresPool {
     fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        async move { self.first_value("SELECT 1").await.map(drop) }.boxed()
+        self.probe().boxed()
     }
 
     fn extensions(&self) -> Option<&dyn ExtensionOps> {
@@ -203,16 +339,24 @@ impl Pool for PostgresPool {
     }
 
     fn usage(&self) -> Option<PoolUsage> {
-        let status = self.pool.status();
-        Some(PoolUsage {
-            open: status.size,
-            idle: status.available,
-        })
+        let mut usage = PoolUsage { open: 0, idle: 0 };
+        for member in &self.members {
+            let status = member.pool.status();
+            usage.open += status.size;
+            usage.idle += status.available;
+        }
+        Some(usage)
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.last.lock().expect("member lock").1.clone()
     }
 
     fn identify(&self) -> BoxFuture<'_, Result<ServerInfo, EngineError>> {
         async move {
+            self.probe().await?;
             let version = self
+                .serving()
                 .first_value("SHOW server_version")
                 .await?
                 .ok_or_else(|| {
@@ -226,27 +370,29 @@ impl Pool for PostgresPool {
 
 impl ExtensionOps for PostgresPool {
     fn installed(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>> {
+        let member = self.serving();
         let read = async move {
-            let client = self.pool.get().await.map_err(|e| self.target.pool(e))?;
+            let client = member.pool.get().await.map_err(|e| member.target.pool(e))?;
             let rows = client
                 .query("SELECT extname FROM pg_extension", &[])
                 .await
-                .map_err(|e| self.target.driver(&e))?;
+                .map_err(|e| member.target.driver(&e))?;
             Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
         };
-        super::schema_statement(&self.target.endpoint, read).boxed()
+        super::schema_statement(&member.target.endpoint, read).boxed()
     }
 
     fn install(&self, name: String) -> BoxFuture<'_, Result<(), EngineError>> {
+        let member = self.serving();
         let install = async move {
-            let client = self.pool.get().await.map_err(|e| self.target.pool(e))?;
+            let client = member.pool.get().await.map_err(|e| member.target.pool(e))?;
             let statement = format!("CREATE EXTENSION IF NOT EXISTS {}", quote_identifier(&name));
             client
                 .batch_execute(&statement)
                 .await
-                .map_err(|e| self.target.driver(&e))
+                .map_err(|e| member.target.driver(&e))
         };
-        super::schema_statement(&self.target.endpoint, install).boxed()
+        super::schema_statement(&member.target.endpoint, install).boxed()
     }
 }
 
@@ -469,6 +615,15 @@ mod tests {
             target.pool(PoolError::Timeout(TimeoutType::Wait)),
             EngineError::Timeout { timeout, .. } if timeout == Duration::from_secs(30)
         ));
+    }
+
+    #[test]
+    fn target_session_attrs_is_read_from_a_uri_listing_several_hosts() {
+        assert_eq!(
+            session_attrs("postgres://a:5432,b:5433/db?target_session_attrs=read-write"),
+            SessionAttrs::ReadWrite
+        );
+        assert_eq!(session_attrs("postgres://a,b/db"), SessionAttrs::Any);
     }
 
     #[tokio::test]
