@@ -214,7 +214,7 @@ fn parse_uri(engine: &Descriptor, spec: &DatabaseConnectionSpec) -> Result<UriPa
     let mut hosts = vec![host_port(&url)?];
     for other in others {
         let other = Url::parse(&format!("{}://{other}", url.scheme()))
-            .map_err(|e| malformed(format!("host {other:?}: {e}")))?;
+            .map_err(|e| malformed(format!("host {:?}: {e}", mask_userinfo(other))))?;
         if other.path() != "" || other.query().is_some() || other.fragment().is_some() {
             return Err(malformed("a listed host must be host[:port]".into()));
         }
@@ -316,6 +316,30 @@ mod tests {
             let settings = ConnectionSettings::from_spec(&spec_with_uri(uri)).unwrap();
             assert_eq!(settings.tls, tls, "{uri}");
         }
+    }
+
+    #[test]
+    fn postgres_may_list_hosts_and_other_engines_may_not() {
+        let postgres = |uri: &str| {
+            let mut spec = fixtures::postgres_spec("creds");
+            spec.uri = uri.into();
+            ConnectionSettings::from_spec(&spec)
+        };
+        let listed =
+            postgres("postgres://a:5433,b,c:5434/app?target_session_attrs=read-write").unwrap();
+        assert_eq!(
+            listed.hosts,
+            [("a".into(), 5433), ("b".into(), 5432), ("c".into(), 5434)]
+        );
+        assert_eq!(listed.endpoint, "a:5433,b:5432,c:5434");
+        assert_eq!(listed.database.as_deref(), Some("app"));
+        assert_eq!(
+            postgres("postgres://a,u:hunter2@b/app"),
+            Err(SpecError::CredentialsInUri)
+        );
+        assert!(postgres("postgres://a,b/app?target_session_attrs=master").is_err());
+        let error = ConnectionSettings::from_spec(&spec_with_uri("bolt://a,b:7687")).unwrap_err();
+        assert!(error.to_string().contains("takes one host"), "{error}");
     }
 
     #[test]

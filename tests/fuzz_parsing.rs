@@ -115,6 +115,15 @@ fn near_valid_uri() -> impl Strategy<Value = GeneratedUri> {
         "[0-9]{6,30}",
         piece(),
     ]);
+    // More hosts after the first (`,h2:5433`), some with a login that must be refused.
+    let more_hosts = proptest::option::of(vec(
+        (
+            proptest::option::of(password()),
+            "[a-z0-9.-]{0,12}",
+            proptest::option::of("[0-9]{1,6}"),
+        ),
+        1..3,
+    ));
     let path = proptest::option::of(prop_oneof![
         Just("/".to_owned()),
         "/[a-zA-Z0-9._-]{0,70}",
@@ -122,7 +131,14 @@ fn near_valid_uri() -> impl Strategy<Value = GeneratedUri> {
     ]);
     let query_pair = (
         prop_oneof![
-            select(vec!["sslmode", "password", "user", ""]).prop_map(str::to_owned),
+            select(vec![
+                "sslmode",
+                "target_session_attrs",
+                "password",
+                "user",
+                ""
+            ])
+            .prop_map(str::to_owned),
             piece()
         ],
         prop_oneof![
@@ -133,7 +149,10 @@ fn near_valid_uri() -> impl Strategy<Value = GeneratedUri> {
                 "verify-full",
                 "prefer",
                 "allow",
-                "on"
+                "on",
+                "read-write",
+                "prefer-standby",
+                "master"
             ])
             .prop_map(str::to_owned),
             piece(),
@@ -142,10 +161,10 @@ fn near_valid_uri() -> impl Strategy<Value = GeneratedUri> {
     let query = proptest::option::of(vec(query_pair, 0..3));
     let fragment = proptest::option::of(piece());
     (
-        scheme, separator, userinfo, host, port, path, query, fragment,
+        scheme, separator, userinfo, host, port, more_hosts, path, query, fragment,
     )
         .prop_map(
-            |(scheme, separator, userinfo, host, port, path, query, fragment)| {
+            |(scheme, separator, userinfo, host, port, more_hosts, path, query, fragment)| {
                 let mut text = format!("{scheme}{separator}");
                 let mut secret = None;
                 if let Some((user, password)) = userinfo {
@@ -161,6 +180,18 @@ fn near_valid_uri() -> impl Strategy<Value = GeneratedUri> {
                 if let Some(port) = port {
                     text.push(':');
                     text.push_str(&port);
+                }
+                for (login, host, port) in more_hosts.unwrap_or_default() {
+                    text.push(',');
+                    if let Some(password) = login {
+                        text.push_str(&format!("u:{password}@"));
+                        secret = Some(password);
+                    }
+                    text.push_str(&host);
+                    if let Some(port) = port {
+                        text.push(':');
+                        text.push_str(&port);
+                    }
                 }
                 text.push_str(path.as_deref().unwrap_or_default());
                 if let Some(pairs) = query {
@@ -191,6 +222,37 @@ fn all_schemes() -> Vec<&'static str> {
 
 /// What an accepted spec must satisfy, read back from the URI with the same URL parser.
 fn accepted_uri_is_clean(engine: &str, settings: &ConnectionSettings) -> Result<(), TestCaseError> {
+    // A list of hosts is read one host at a time; the first stands in for the URI.
+    let listed = settings.uri.split_once("://").map(|(scheme, rest)| {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let hosts: Vec<&str> = rest[..end].split(',').collect();
+        (scheme, hosts, &rest[end..])
+    });
+    if let Some((scheme, hosts, tail)) = &listed
+        && hosts.len() > 1
+    {
+        prop_assert!(
+            engine::named(engine).unwrap().uri.several_hosts,
+            "several hosts for {}",
+            engine
+        );
+        prop_assert_eq!(settings.hosts.len(), hosts.len());
+        for host in hosts {
+            prop_assert!(
+                !host.contains('@'),
+                "accepted a login in listed host {}",
+                host
+            );
+        }
+        let first = format!("{scheme}://{}{tail}", hosts[0]);
+        return accepted_uri_is_clean(
+            engine,
+            &ConnectionSettings {
+                uri: first,
+                ..settings.clone()
+            },
+        );
+    }
     let url = Url::parse(&settings.uri)
         .map_err(|e| TestCaseError::fail(format!("accepted but unparseable: {e}")))?;
     prop_assert_eq!(url.username(), "", "accepted a user in the URI");
