@@ -191,12 +191,12 @@ async fn malformed_postgres_manifests_are_rejected_by_the_apiserver() {
         (
             "other query parameter",
             base.replace("/app", "/app?password=x"),
-            "the only query parameter allowed is sslmode",
+            "the only query parameters allowed are sslmode",
         ),
         (
             "prefer",
             base.replace("/app", "/app?sslmode=prefer"),
-            "the only query parameter allowed is sslmode",
+            "the only query parameters allowed are sslmode",
         ),
         (
             "tls without a verifying sslmode",
