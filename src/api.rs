@@ -190,6 +190,19 @@ pub struct TlsSpec {
     /// Accept any server certificate. Only for testing: it is reported as a warning condition.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// A Secret of type `kubernetes.io/tls` in the same namespace (keys `tls.crt`, `tls.key`):
+    /// the client certificate to present, for servers that authenticate clients by it
+    /// (PostgreSQL `cert`, MySQL `REQUIRE X509`). Not for neo4j: its driver cannot send one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<ClientCertSecretRef>,
+}
+
+/// A `kubernetes.io/tls` Secret holding a client certificate and its key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertSecretRef {
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
 }
 
 /// A Secret key holding a PEM CA bundle.

@@ -121,6 +121,14 @@ fn check_binding_name(obj: &DatabaseConnection) -> Result<(), SpecError> {
         "credentials"
     } else if ca.is_some_and(|ca| ca.name == name) {
         "CA"
+    } else if obj
+        .spec
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.client_cert_secret_ref.as_ref())
+        .is_some_and(|cert| cert.name == name)
+    {
+        "client certificate"
     } else {
         return Ok(());
     };
@@ -388,6 +396,7 @@ mod tests {
         spec.tls = Some(TlsSpec {
             ca_secret_ref: None,
             insecure_skip_verify: true,
+            client_cert_secret_ref: None,
         });
         let settings = ConnectionSettings::from_spec(&spec).unwrap();
         assert_eq!(settings.tls, TlsMode::InsecureSkipVerify);
@@ -527,6 +536,7 @@ mod tests {
         spec.tls = Some(TlsSpec {
             ca_secret_ref: Some(ca.clone()),
             insecure_skip_verify: false,
+            client_cert_secret_ref: None,
         });
         for mode in ["verify-ca", "verify-full"] {
             spec.uri = format!("postgres://db/app?sslmode={mode}");
@@ -577,6 +587,7 @@ mod tests {
                 namespace: Some("kube-system".into()),
             }),
             insecure_skip_verify: false,
+            client_cert_secret_ref: None,
         });
         let refused = check_secret_namespaces(&spec, Some("team-a")).unwrap_err();
         assert!(

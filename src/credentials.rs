@@ -45,6 +45,17 @@ pub struct Credentials {
     pub ca_pem: Option<Vec<u8>>,
     /// The CA Secret's resourceVersion, when there is one.
     pub ca_resource_version: Option<String>,
+    /// The client certificate, when `spec.tls.clientCertSecretRef` names one.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate chain and its key (PEM), with the Secret version they came from.
+#[derive(Clone, Debug)]
+pub struct ClientCert {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: SecretString,
+    pub secret_name: String,
+    pub secret_resource_version: String,
 }
 
 /// A login, with the Secret version it came from.
@@ -81,6 +92,10 @@ impl Credentials {
             login.password.hash(&mut hasher);
         }
         self.ca_pem.hash(&mut hasher);
+        if let Some(cert) = &self.client_cert {
+            cert.cert_pem.hash(&mut hasher);
+            cert.key_pem.hash(&mut hasher);
+        }
         hasher.finish()
     }
 }
@@ -92,12 +107,19 @@ impl Credentials {
 pub struct SecretInputs {
     login: Option<[String; 4]>,
     ca: Option<[String; 3]>,
+    /// The client certificate Secret's name and version.
+    client_cert: Option<[String; 2]>,
 }
 
 impl SecretInputs {
     /// From the references and the Secrets' resourceVersions.
-    pub fn new(login: Option<(&SecretKeysRef, &str)>, ca: Option<(&CaSecretRef, &str)>) -> Self {
+    pub fn new(
+        login: Option<(&SecretKeysRef, &str)>,
+        ca: Option<(&CaSecretRef, &str)>,
+        client_cert: Option<(&str, &str)>,
+    ) -> Self {
         Self {
+            client_cert: client_cert.map(|(name, version)| [name.to_owned(), version.to_owned()]),
             login: login.map(|(login, version)| {
                 [
                     login.name.clone(),
@@ -110,14 +132,25 @@ impl SecretInputs {
         }
     }
 
-    /// Whether these were read through exactly `login` and `ca`, whatever the versions.
-    pub fn same_references(&self, login: Option<&SecretKeysRef>, ca: Option<&CaSecretRef>) -> bool {
+    /// Whether these were read through exactly `login`, `ca` and `client_cert`, whatever the
+    /// versions.
+    pub fn same_references(
+        &self,
+        login: Option<&SecretKeysRef>,
+        ca: Option<&CaSecretRef>,
+        client_cert: Option<&str>,
+    ) -> bool {
         let login_version = self.login.as_ref().map_or("", |login| login[3].as_str());
         let ca_version = self.ca.as_ref().map_or("", |ca| ca[2].as_str());
+        let cert_version = self
+            .client_cert
+            .as_ref()
+            .map_or("", |cert| cert[1].as_str());
         *self
             == Self::new(
                 login.map(|login| (login, login_version)),
                 ca.map(|ca| (ca, ca_version)),
+                client_cert.map(|name| (name, cert_version)),
             )
     }
 
@@ -127,6 +160,10 @@ impl SecretInputs {
         ca: Option<&CaSecretRef>,
         credentials: &Credentials,
     ) -> Self {
+        let client_cert = credentials
+            .client_cert
+            .as_ref()
+            .map(|c| (c.secret_name.as_str(), c.secret_resource_version.as_str()));
         let login_version = credentials
             .login
             .as_ref()
@@ -138,6 +175,7 @@ impl SecretInputs {
         Self::new(
             login.map(|login| (login, login_version)),
             ca.map(|ca| (ca, ca_version)),
+            client_cert,
         )
     }
 }
@@ -209,18 +247,35 @@ pub enum Username {
     Optional,
 }
 
-/// Reads the login Secret, if given, and the CA Secret, if given.
+/// Whether a login Secret must hold a password: not where a client certificate proves who
+/// logs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Password {
+    Required,
+    Optional,
+}
+
+/// Reads the login Secret, the CA Secret and the client certificate Secret, each if given.
 pub async fn load(
     client: &Client,
     namespace: &str,
     login: Option<&SecretKeysRef>,
     username: Username,
     ca: Option<&CaSecretRef>,
+    client_cert: Option<&str>,
 ) -> Result<Credentials, CredentialsError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let login = match login {
         None => None,
-        Some(login) => Some(load_login(&secrets, namespace, login, username).await?),
+        // A client certificate is the proof of identity: the login Secret then needs no password.
+        Some(login) => {
+            let password = if client_cert.is_some() {
+                Password::Optional
+            } else {
+                Password::Required
+            };
+            Some(load_login(&secrets, namespace, login, username, password).await?)
+        }
     };
     let (ca_pem, ca_resource_version) = match ca {
         None => (None, None),
@@ -232,10 +287,34 @@ pub async fn load(
             (Some(pem.to_vec()), ca_secret.metadata.resource_version)
         }
     };
+    let client_cert = match client_cert {
+        None => None,
+        Some(name) => Some(load_client_cert(&secrets, namespace, name).await?),
+    };
     Ok(Credentials {
         login,
         ca_pem,
         ca_resource_version,
+        client_cert,
+    })
+}
+
+async fn load_client_cert(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+) -> Result<ClientCert, CredentialsError> {
+    let secret = fetch(secrets, namespace, name, || {
+        "\"tls.crt\" and \"tls.key\"".into()
+    })
+    .await?;
+    check_type(&secret, name, &CLIENT_CERT_SECRET)?;
+    let field = "tls.clientCertSecretRef";
+    Ok(ClientCert {
+        cert_pem: bytes_value(&secret, name, "tls.crt", field)?.to_vec(),
+        key_pem: SecretString(text_value(&secret, name, "tls.key", field)?),
+        secret_name: name.to_owned(),
+        secret_resource_version: secret.metadata.resource_version.clone().unwrap_or_default(),
     })
 }
 
@@ -244,6 +323,7 @@ async fn load_login(
     namespace: &str,
     login: &SecretKeysRef,
     username: Username,
+    password: Password,
 ) -> Result<Login, CredentialsError> {
     let secret = fetch(secrets, namespace, &login.name, || {
         format!("{:?} and {:?}", login.username_key, login.password_key)
@@ -259,12 +339,15 @@ async fn load_login(
         Err(CredentialsError::KeyMissing { .. }) if username == Username::Optional => String::new(),
         read => read?,
     };
-    let password = text_value(
+    let password = match text_value(
         &secret,
         &login.name,
         &login.password_key,
         "credentials.secretRef.passwordKey",
-    )?;
+    ) {
+        Err(CredentialsError::KeyMissing { .. }) if password == Password::Optional => String::new(),
+        read => read?,
+    };
     Ok(Login {
         username,
         password: SecretString(password),
@@ -319,6 +402,14 @@ const CA_SECRET: AcceptedTypes = AcceptedTypes {
     types: &["Opaque", "kubernetes.io/tls"],
     prefix: None,
     allowed: "Opaque or kubernetes.io/tls",
+};
+
+/// The type whose keys (`tls.crt`, `tls.key`) the apiserver checks to hold a certificate and key.
+const CLIENT_CERT_SECRET: AcceptedTypes = AcceptedTypes {
+    purpose: "a client certificate",
+    types: &["kubernetes.io/tls"],
+    prefix: None,
+    allowed: "kubernetes.io/tls",
 };
 
 /// A Secret with no type is Opaque, as the apiserver stores it.
@@ -409,25 +500,29 @@ mod tests {
             key: "ca.crt".into(),
             namespace: None,
         };
-        let read = SecretInputs::new(Some((&login, "7")), Some((&ca, "3")));
-        assert!(read.same_references(Some(&login), Some(&ca)));
-        assert!(!read.same_references(Some(&login), None));
-        assert!(!read.same_references(None, Some(&ca)));
+        let read = SecretInputs::new(Some((&login, "7")), Some((&ca, "3")), None);
+        assert!(read.same_references(Some(&login), Some(&ca), None));
+        assert!(!read.same_references(Some(&login), None, None));
+        assert!(!read.same_references(None, Some(&ca), None));
         let renamed = SecretKeysRef {
             name: "login-v2".into(),
             ..login.clone()
         };
-        assert!(!read.same_references(Some(&renamed), Some(&ca)));
+        assert!(!read.same_references(Some(&renamed), Some(&ca), None));
         let other_key = CaSecretRef {
             key: "bundle.pem".into(),
             ..ca.clone()
         };
-        assert!(!read.same_references(Some(&login), Some(&other_key)));
-        let no_ca = SecretInputs::new(Some((&login, "7")), None);
-        assert!(!no_ca.same_references(Some(&login), Some(&ca)));
-        let nothing = SecretInputs::new(None, None);
-        assert!(nothing.same_references(None, None));
-        assert!(!nothing.same_references(Some(&login), None));
+        assert!(!read.same_references(Some(&login), Some(&other_key), None));
+        let no_ca = SecretInputs::new(Some((&login, "7")), None, None);
+        assert!(!no_ca.same_references(Some(&login), Some(&ca), None));
+        let nothing = SecretInputs::new(None, None, None);
+        assert!(nothing.same_references(None, None, None));
+        assert!(!nothing.same_references(Some(&login), None, None));
+        let with_cert = SecretInputs::new(None, None, Some(("client", "4")));
+        assert!(with_cert.same_references(None, None, Some("client")));
+        assert!(!with_cert.same_references(None, None, Some("other-client")));
+        assert!(!with_cert.same_references(None, None, None));
     }
 
     #[test]

@@ -221,13 +221,26 @@ impl Reconciliation<'_> {
         if let Some(labels) = &self.state.labels {
             self.ctx.metrics.credentials_reloaded(labels);
         }
-        let note = match &credentials.login {
-            Some(login) => format!(
-                "Now using the login from Secret {:?} (resourceVersion {}); the previous pool was closed.",
+        let mut using: Vec<String> = Vec::new();
+        if let Some(login) = &credentials.login {
+            using.push(format!(
+                "the login from Secret {:?} (resourceVersion {})",
                 login.secret_name, login.secret_resource_version
-            ),
-            None => "Now using the CA bundle from spec.tls.caSecretRef as it is now; the previous pool was closed.".into(),
-        };
+            ));
+        }
+        if let Some(cert) = &credentials.client_cert {
+            using.push(format!(
+                "the client certificate from Secret {:?} (resourceVersion {})",
+                cert.secret_name, cert.secret_resource_version
+            ));
+        }
+        if using.is_empty() {
+            using.push("the CA bundle from spec.tls.caSecretRef as it is now".into());
+        }
+        let note = format!(
+            "Now using {}; the previous pool was closed.",
+            using.join(" and ")
+        );
         let event = Event {
             type_: EventType::Normal,
             reason: "CredentialsReloaded".into(),

@@ -1,7 +1,7 @@
 //! Step 1: the Secrets the connection references, as they are now. The credentials read last
 //! time are reused only while the spec names the same Secrets and keys and the Secret watch
 //! shows the same resourceVersions; anything else (a renamed `secretRef`, a rotated or
-//! recreated Secret, a new CA) reads them again. While the Secret watch is catching up after
+//! recreated Secret, a new CA or client certificate) reads them again. While the Secret watch is catching up after
 //! an error its store may be behind, so they are read directly; if the apiserver cannot be
 //! read then, the login in use stays (an apiserver outage is no reason to stop probing).
 
@@ -27,17 +27,17 @@ pub async fn credentials(
         Login::Required => Username::Required,
     };
     let login = obj.spec.credentials.as_ref().map(|c| &c.secret_ref);
-    let ca = obj
-        .spec
-        .tls
-        .as_ref()
-        .and_then(|tls| tls.ca_secret_ref.as_ref());
+    let tls = obj.spec.tls.as_ref();
+    let ca = tls.and_then(|tls| tls.ca_secret_ref.as_ref());
+    let cert = tls
+        .and_then(|tls| tls.client_cert_secret_ref.as_ref())
+        .map(|c| c.name.as_str());
     let Some(cached) = cached else {
-        return read(ctx, namespace, login, username, ca).await;
+        return read(ctx, namespace, login, username, ca, cert).await;
     };
     if !ctx.secrets_fresh.is_fresh() {
-        return match read(ctx, namespace, login, username, ca).await {
-            Err(CredentialsError::Api { .. }) if cached.inputs.same_references(login, ca) => {
+        return match read(ctx, namespace, login, username, ca, cert).await {
+            Err(CredentialsError::Api { .. }) if cached.inputs.same_references(login, ca, cert) => {
                 Ok(cached)
             }
             read => read,
@@ -56,9 +56,11 @@ pub async fn credentials(
     };
     let now = now_of(login.map(|l| l.name.as_str())).and_then(|login_version| {
         let ca_version = now_of(ca.map(|c| c.name.as_str()))?;
+        let cert_version = now_of(cert)?;
         Some(SecretInputs::new(
             login.zip(login_version.as_deref()),
             ca.zip(ca_version.as_deref()),
+            cert.zip(cert_version.as_deref()),
         ))
     });
     // A Secret missing from the watch's store is read directly: it may be newer than
@@ -66,7 +68,7 @@ pub async fn credentials(
     if now.as_ref() == Some(&cached.inputs) {
         return Ok(cached);
     }
-    read(ctx, namespace, login, username, ca).await
+    read(ctx, namespace, login, username, ca, cert).await
 }
 
 async fn read(
@@ -75,8 +77,9 @@ async fn read(
     login: Option<&SecretKeysRef>,
     username: Username,
     ca: Option<&CaSecretRef>,
+    cert: Option<&str>,
 ) -> Result<ReadCredentials, CredentialsError> {
-    let credentials = credentials::load(&ctx.client, namespace, login, username, ca).await?;
+    let credentials = credentials::load(&ctx.client, namespace, login, username, ca, cert).await?;
     let inputs = SecretInputs::of(login, ca, &credentials);
     Ok(ReadCredentials {
         credentials,

@@ -222,6 +222,11 @@ fn concerns(conn: &DatabaseConnection, secret: &str) -> bool {
             .as_ref()
             .and_then(|tls| tls.ca_secret_ref.as_ref())
             .is_some_and(|ca| ca.name == secret)
+        || spec
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.client_cert_secret_ref.as_ref())
+            .is_some_and(|cert| cert.name == secret)
         || conn
             .binding_secret_name()
             .is_some_and(|name| name == secret)
@@ -236,7 +241,7 @@ fn concerns(conn: &DatabaseConnection, secret: &str) -> bool {
 mod tests {
     use super::*;
     use crate::{
-        api::{BindingSpec, CaSecretRef, TlsSpec},
+        api::{BindingSpec, CaSecretRef, ClientCertSecretRef, TlsSpec},
         fixtures,
     };
 
@@ -253,9 +258,13 @@ mod tests {
                 namespace: None,
             }),
             insecure_skip_verify: false,
+            client_cert_secret_ref: Some(ClientCertSecretRef {
+                name: "client".into(),
+            }),
         });
         conn.spec.binding = Some(BindingSpec::default());
         assert!(concerns(&conn, "ca"));
+        assert!(concerns(&conn, "client"));
         assert!(concerns(&conn, "graph-binding"));
     }
 }

@@ -289,7 +289,7 @@ impl EngineError {
                 "The server may be overloaded or a firewall drops packets; raise spec.healthCheck.timeout if it is just slow. Retrying with backoff."
             }
             EngineError::AuthenticationFailed { .. } => {
-                "Fix the username/password in the credentials Secret (or the user on the server); the operator retries at once when the Secret changes and otherwise only every few minutes, so the account is not locked out."
+                "Fix the username/password in the credentials Secret (or the user on the server); with spec.tls.clientCertSecretRef, check that the certificate names the user (its CN) and is signed by a CA the server trusts. The operator retries at once when a Secret changes and otherwise only every few minutes, so the account is not locked out."
             }
             EngineError::DatabaseNotFound { .. } => {
                 "Create the database on the server or correct spec.database."

@@ -19,14 +19,15 @@ use std::{sync::Arc, time::Duration};
 
 use futures::{FutureExt, future::BoxFuture};
 use mysql_async::{
-    DriverError, IoError, OptsBuilder, PoolConstraints, PoolOpts, SslOpts, prelude::Queryable,
+    ClientIdentity, DriverError, IoError, OptsBuilder, PoolConstraints, PoolOpts, SslOpts,
+    prelude::Queryable,
 };
 use url::Url;
 
 use super::{
     Descriptor, EngineError, Pool,
     descriptor::{Login, UriOptions, UriShape},
-    sections, sslmode,
+    sections, sslmode, tls,
 };
 use crate::{
     api::ServerInfo,
@@ -53,7 +54,7 @@ pub static ENGINE: Descriptor = Descriptor {
         parse: parse_uri,
     },
     login: Login::Required,
-    sections: &[&sections::DATABASE],
+    sections: &[&sections::DATABASE, &sections::CLIENT_CERT],
     rules: &[],
     reasons: &[],
     open,
@@ -121,7 +122,15 @@ fn ssl_options(
     settings: &ConnectionSettings,
     credentials: &Credentials,
 ) -> Result<Option<SslOpts>, EngineError> {
-    let options = SslOpts::default();
+    let mut options = SslOpts::default();
+    if let Some(cert) = &credentials.client_cert {
+        // Read here first so that a bad PEM is named by its Secret, not by the driver.
+        tls::client_identity(cert)?;
+        options = options.with_client_identity(Some(ClientIdentity::new(
+            cert.cert_pem.clone().into(),
+            cert.key_pem.expose().as_bytes().to_vec().into(),
+        )));
+    }
     Ok(Some(match &settings.tls {
         TlsMode::Plain => return Ok(None),
         TlsMode::InsecureSkipVerify => options.with_danger_accept_invalid_certs(true),

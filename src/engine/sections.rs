@@ -21,6 +21,13 @@ pub const SCHEMA_INDEXES: Section = Section {
     present: "has(self.schema) && has(self.schema.indexes) && size(self.schema.indexes) > 0",
 };
 
+/// Neo4j's driver (neo4rs) cannot present a client certificate.
+pub const CLIENT_CERT: Section = Section {
+    field: "spec.tls.clientCertSecretRef",
+    path: ".tls.clientCertSecretRef",
+    present: "has(self.tls) && has(self.tls.clientCertSecretRef)",
+};
+
 pub const SCHEMA_EXTENSIONS: Section = Section {
     field: "spec.schema.extensions",
     path: ".schema.extensions",

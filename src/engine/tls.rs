@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::{
+    credentials::{ClientCert, Credentials},
     engine::EngineError,
     settings::{ConnectionSettings, TlsMode},
 };
@@ -17,14 +18,16 @@ use rustls::{
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     },
     crypto::{CryptoProvider, ring},
-    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
 };
 
-/// The TLS client settings for these settings; `None` when the connection is plain.
+/// The TLS client settings for these settings, presenting the client certificate when one was
+/// read; `None` when the connection is plain.
 pub fn client_config(
     settings: &ConnectionSettings,
-    ca_pem: Option<&[u8]>,
+    credentials: &Credentials,
 ) -> Result<Option<ClientConfig>, EngineError> {
+    let ca_pem = credentials.ca_pem.as_deref();
     let provider = Arc::new(ring::default_provider());
     let verifier = match &settings.tls {
         TlsMode::Plain => return Ok(None),
@@ -43,13 +46,45 @@ pub fn client_config(
             verifier(roots, provider.clone(), settings.verify_hostname)?
         }
     };
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| EngineError::Tls(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let config = match &credentials.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(cert) => {
+            let (chain, key) = client_identity(cert)?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                EngineError::Tls(format!(
+                    "the client certificate in Secret {:?} does not match its key: {e}",
+                    cert.secret_name
+                ))
+            })?
+        }
+    };
     Ok(Some(config))
+}
+
+/// The chain and key of a client certificate Secret. Errors name the Secret, never the key.
+pub fn client_identity(
+    cert: &ClientCert,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), EngineError> {
+    let unreadable = |what: &str| {
+        EngineError::Tls(format!(
+            "{what} in Secret {:?} is not PEM; store the certificate chain in tls.crt and its private key in tls.key",
+            cert.secret_name
+        ))
+    };
+    let chain = CertificateDer::pem_slice_iter(&cert.cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| unreadable("tls.crt"))?;
+    if chain.is_empty() {
+        return Err(unreadable("tls.crt"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.expose().as_bytes())
+        .map_err(|_| unreadable("tls.key"))?;
+    Ok((chain, key))
 }
 
 fn verifier(
@@ -284,13 +319,19 @@ SAAwRQIhALeH3vwijtcGSxz8Jb40Nihvi1YdJqM0HCzT5CAEtIA8AiAZXpwbVnaC
             namespace: None,
         }));
         assert!(matches!(
-            client_config(&settings, None),
+            client_config(&settings, &Credentials::default()),
             Err(EngineError::Tls(_))
         ));
         assert!(
-            client_config(&settings, Some(CA.as_bytes()))
-                .unwrap()
-                .is_some()
+            client_config(
+                &settings,
+                &Credentials {
+                    ca_pem: Some(CA.as_bytes().to_vec()),
+                    ..Credentials::default()
+                }
+            )
+            .unwrap()
+            .is_some()
         );
     }
 
@@ -298,8 +339,16 @@ SAAwRQIhALeH3vwijtcGSxz8Jb40Nihvi1YdJqM0HCzT5CAEtIA8AiAZXpwbVnaC
     fn plain_needs_no_connector_and_require_builds_one() {
         let mut settings = fixtures::postgres_settings();
         assert_eq!(settings.tls, TlsMode::Plain);
-        assert!(client_config(&settings, None).unwrap().is_none());
+        assert!(
+            client_config(&settings, &Credentials::default())
+                .unwrap()
+                .is_none()
+        );
         settings.tls = TlsMode::InsecureSkipVerify;
-        assert!(client_config(&settings, None).unwrap().is_some());
+        assert!(
+            client_config(&settings, &Credentials::default())
+                .unwrap()
+                .is_some()
+        );
     }
 }

@@ -39,7 +39,7 @@ use self::{
 use super::{
     Descriptor, EngineError, FailureClass, Pool, Reason,
     descriptor::{Login, Section, SpecRule, UriOptions, UriShape},
-    tls,
+    sections, tls,
 };
 use crate::{
     api::ServerInfo,
@@ -69,7 +69,7 @@ pub static ENGINE: Descriptor = Descriptor {
         parse: parse_uri,
     },
     login: Login::Optional,
-    sections: &[&SECTION],
+    sections: &[&SECTION, &sections::CLIENT_CERT],
     rules: &[SpecRule {
         rule: "!has(self.http) || !has(self.http.auth) || has(self.credentials)",
         message: "spec.http.auth sends the login from spec.credentials: name its Secret there, or remove spec.http.auth",
@@ -146,7 +146,7 @@ fn open(
         .uri
         .parse()
         .map_err(|e| EngineError::Configuration(format!("spec.uri: {e}")))?;
-    let config = match tls::client_config(settings, credentials.ca_pem.as_deref())? {
+    let config = match tls::client_config(settings, credentials)? {
         Some(config) => config,
         // An http:// URI never starts TLS; the connector still wants settings.
         None => ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))

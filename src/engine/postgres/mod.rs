@@ -85,7 +85,11 @@ pub static ENGINE: Descriptor = Descriptor {
         parse: parse_uri,
     },
     login: Login::Required,
-    sections: &[&sections::DATABASE, &sections::SCHEMA_EXTENSIONS],
+    sections: &[
+        &sections::DATABASE,
+        &sections::SCHEMA_EXTENSIONS,
+        &sections::CLIENT_CERT,
+    ],
     rules: &[],
     reasons: &[&NO_SUITABLE_MEMBER],
     open,
@@ -141,7 +145,7 @@ fn open(
     credentials: &Credentials,
 ) -> Result<Arc<dyn Pool>, EngineError> {
     let login = super::required_login(credentials)?;
-    let tls = tls::client_config(settings, credentials.ca_pem.as_deref())?;
+    let tls = tls::client_config(settings, credentials)?;
     let members = settings
         .hosts
         .iter()
