@@ -94,7 +94,7 @@ pub async fn run(
             latency,
             cold: false,
         }),
-        Ok(Err(error)) => Err(error),
+        Ok(Err(error)) => Err(crate::engine::tls::refused_client_cert(error, credentials)),
         Err(_elapsed) => Err(EngineError::Timeout {
             endpoint: settings.endpoint.clone(),
             timeout: settings.health.timeout,

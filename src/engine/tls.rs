@@ -66,6 +66,46 @@ pub fn client_config(
     Ok(Some(config))
 }
 
+/// The alerts (as rustls names them) a server sends when it will not take the client's
+/// certificate.
+const CLIENT_CERT_ALERTS: [&str; 7] = [
+    "UnknownCA",
+    "BadCertificate",
+    "CertificateRequired",
+    "CertificateUnknown",
+    "CertificateExpired",
+    "CertificateRevoked",
+    "UnsupportedCertificate",
+];
+
+/// A failure caused by the server refusing the client certificate is a refused login. Under
+/// TLS 1.3 the server's alert arrives after the client finished its handshake, so drivers
+/// report it as a broken connection (`Unreachable`), which would send the user after the
+/// network.
+pub fn refused_client_cert(error: EngineError, credentials: &Credentials) -> EngineError {
+    let Some(cert) = &credentials.client_cert else {
+        return error;
+    };
+    let text = error.to_string();
+    let Some(alert) = CLIENT_CERT_ALERTS
+        .iter()
+        .find(|alert| text.contains(&format!("received fatal alert: {alert}")))
+    else {
+        return error;
+    };
+    EngineError::AuthenticationFailed {
+        user: credentials
+            .login
+            .as_ref()
+            .map(|l| l.username.clone())
+            .unwrap_or_default(),
+        detail: format!(
+            "the server refused the client certificate from Secret {:?} (TLS alert {alert})",
+            cert.secret_name
+        ),
+    }
+}
+
 /// The chain and key of a client certificate Secret. Errors name the Secret, never the key.
 pub fn client_identity(
     cert: &ClientCert,
@@ -349,6 +389,41 @@ SAAwRQIhALeH3vwijtcGSxz8Jb40Nihvi1YdJqM0HCzT5CAEtIA8AiAZXpwbVnaC
             client_config(&settings, &Credentials::default())
                 .unwrap()
                 .is_some()
+        );
+    }
+
+    #[test]
+    fn a_certificate_alert_from_the_server_is_a_refused_login_only_with_a_client_certificate() {
+        let broken = EngineError::Unreachable {
+            endpoint: "db:5432".into(),
+            detail: "error communicating with the server: received fatal alert: UnknownCA".into(),
+        };
+        let without = Credentials::login("app", "pw", "login", "1");
+        assert_eq!(refused_client_cert(broken.clone(), &without), broken);
+        let with = Credentials {
+            client_cert: Some(ClientCert {
+                cert_pem: Vec::new(),
+                key_pem: crate::credentials::SecretString::new("unused"),
+                secret_name: "client".into(),
+                secret_resource_version: "1".into(),
+            }),
+            ..without
+        };
+        let refused = refused_client_cert(broken, &with);
+        assert_eq!(refused.reason(), "AuthenticationFailed");
+        assert!(
+            refused
+                .to_string()
+                .contains("Secret \"client\" (TLS alert UnknownCA)"),
+            "{refused}"
+        );
+        let refused_connection = EngineError::Unreachable {
+            endpoint: "db:5432".into(),
+            detail: "Connection refused".into(),
+        };
+        assert_eq!(
+            refused_client_cert(refused_connection.clone(), &with),
+            refused_connection
         );
     }
 }

@@ -8,6 +8,7 @@ pub mod fault;
 pub mod fuzz;
 pub mod http;
 pub mod mariadb;
+pub mod mtls;
 pub mod neo4j;
 pub mod pgpair;
 pub mod postgres;

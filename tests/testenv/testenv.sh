@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for the real test environment: kube-apiserver + etcd, and the servers the tests
-# connect to, a file each in services/ (Neo4j 5, PostgreSQL, MariaDB, nginx). Everything listens
-# on 127.0.0.1 only. Builds are cached outside the repo (see CACHE_DIR).
+# connect to, a file each in services/ (Neo4j 5, PostgreSQL, PostgreSQL with client certificates,
+# MariaDB, nginx). Everything listens on 127.0.0.1 only. Builds are cached outside the repo (see
+# CACHE_DIR).
 #
 #   testenv.sh up            build what is missing, start everything, wait until each answers
 #   testenv.sh down          stop everything
@@ -12,7 +13,7 @@
 #   testenv.sh start SERVICE start one service again
 #   testenv.sh kill SERVICE  crash one service (SIGKILL; PostgreSQL: immediate shutdown), for fault tests
 #   testenv.sh judges        build tests/gitops.rs' judges unless cached; print the binary's path
-#   (plus the subcommands a service adds; the usage text lists them)
+#   (plus the subcommands a service or lib/testca.sh adds; the usage text lists them)
 #
 # A service registers itself, so adding one touches only its own file: services/NAME.sh appends
 # NAME to TESTENV_DATABASES and "LABEL:PORT" to TESTENV_FORWARDS (each port Pods of the cluster
@@ -114,7 +115,7 @@ service_do() {
 usage() {
   awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"
   echo "# Subcommands of the services:"
-  grep -h '^#   testenv\.sh ' "$TESTENV_DIR"/services/*.sh
+  grep -h '^#   testenv\.sh ' "$TESTENV_DIR"/services/*.sh "$TESTENV_DIR"/lib/testca.sh
 }
 
 case "${1:-}" in

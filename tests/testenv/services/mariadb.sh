@@ -1,12 +1,17 @@
 # shellcheck shell=bash
 # MariaDB from Debian's packages on 127.0.0.1:$MARIADB_PORT, plain and TLS on the same port (the
-# test CA's server certificate, lib/testca.sh). Sourced by testenv.sh. Data in
-# $STATE_DIR/mariadb/data (kept across stop/start), socket $STATE_DIR/mariadb/mariadb.sock, log
-# in $STATE_DIR/mariadb.log. Under root the server runs as Debian's `mysql` OS user.
+# test CA's server certificate, lib/testca.sh; client certificates are verified against the test
+# CA). Sourced by testenv.sh. Data in $STATE_DIR/mariadb/data (kept across stop/start), socket
+# $STATE_DIR/mariadb/mariadb.sock, log in $STATE_DIR/mariadb.log. Under root the server runs as
+# Debian's `mysql` OS user.
 #
 # Admin: over the socket, the OS user who runs this script logs in as itself without a password
 # (unix_socket, set up by mariadb-install-db); MARIADB_ADMIN_USER (root) also takes
 # MARIADB_ADMIN_PASSWORD there, for tests that connect to the socket themselves.
+#
+# MARIADB_X509_USER (from 127.0.0.1, SELECT on the test database) logs in only over TLS with a
+# client certificate the test CA signed (REQUIRE X509) and its password: a certificate from
+# `testenv.sh client-cert ANY_CN OUTDIR` (the CN is not checked).
 #
 #   testenv.sh mariadb-sql SQL   run SQL as the admin; result rows tab-separated, no header
 
@@ -18,6 +23,8 @@ export MARIADB_TEST_PASSWORD=${MARIADB_TEST_PASSWORD:-dbconn-mariadb-pw}
 export MARIADB_TEST_DB=dbconn
 export MARIADB_ADMIN_USER=root
 export MARIADB_ADMIN_PASSWORD=${MARIADB_ADMIN_PASSWORD:-dbconn-mariadb-admin-pw}
+export MARIADB_X509_TEST_USER=dbconn_x509
+export MARIADB_X509_TEST_PASSWORD=${MARIADB_X509_TEST_PASSWORD:-dbconn-mariadb-x509-pw}
 TESTENV_DATABASES+=(mariadb)
 TESTENV_FORWARDS+=("mariadb:$MARIADB_PORT")
 
@@ -67,9 +74,11 @@ mariadb_init() {
 # User and database for the tests, and the admin password; idempotent, run on every start (so a
 # changed password applies).
 mariadb_provision() {
-  local user pw db admin
+  local user pw db admin x509 x509_pw
   user="$(mariadb_literal "$MARIADB_TEST_USER")@'127.0.0.1'"
   pw=$(mariadb_literal "$MARIADB_TEST_PASSWORD")
+  x509="$(mariadb_literal "$MARIADB_X509_TEST_USER")@'127.0.0.1'"
+  x509_pw=$(mariadb_literal "$MARIADB_X509_TEST_PASSWORD")
   db="\`${MARIADB_TEST_DB//\`/\`\`}\`"
   admin="$(mariadb_literal "$MARIADB_ADMIN_USER")@'localhost'"
   mariadb_admin_sql "
@@ -77,6 +86,9 @@ mariadb_provision() {
     CREATE USER IF NOT EXISTS $user;
     ALTER USER $user IDENTIFIED BY $pw;
     GRANT ALL ON $db.* TO $user;
+    CREATE USER IF NOT EXISTS $x509;
+    ALTER USER $x509 IDENTIFIED BY $x509_pw REQUIRE X509;
+    GRANT SELECT ON $db.* TO $x509;
     ALTER USER $admin IDENTIFIED VIA unix_socket
       OR mysql_native_password USING PASSWORD($(mariadb_literal "$MARIADB_ADMIN_PASSWORD"));"
 }
@@ -101,6 +113,7 @@ mariadb_start() {
   # --no-defaults: nothing from /etc/mysql (its socket, port, datadir) applies to this server.
   # utf8mb4 as Debian's own configuration has it; small buffers and no fsync: a throwaway server.
   # Each commit still reaches the kernel (trx-commit=2), so a SIGKILL loses no committed row.
+  # --ssl-ca is also what client certificates are verified against (the REQUIRE X509 user).
   testenv_spawn mariadb "$MARIADB_SERVER" --no-defaults "${server[@]}" \
     --datadir="$MARIADB_DATA" --tmpdir="$MARIADB_DIR/tmp" \
     --pid-file="$MARIADB_DIR/mariadbd.pid" --socket="$MARIADB_SOCKET" \
@@ -139,6 +152,8 @@ mariadb_env() {
   echo "MARIADB_ADMIN_USER=$MARIADB_ADMIN_USER"
   echo "MARIADB_ADMIN_PASSWORD=$MARIADB_ADMIN_PASSWORD"
   echo "MARIADB_SOCKET=$MARIADB_SOCKET"
+  echo "MARIADB_X509_USER=$MARIADB_X509_TEST_USER"
+  echo "MARIADB_X509_PASSWORD=$MARIADB_X509_TEST_PASSWORD"
 }
 
 testenv_cmd_mariadb_sql() {
