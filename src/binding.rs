@@ -59,23 +59,24 @@ pub fn desired(
     settings: &ConnectionSettings,
     credentials: &Credentials,
 ) -> Secret {
-    let (host, port) = settings
-        .endpoint
-        .rsplit_once(':')
-        .unwrap_or((&settings.endpoint, ""));
+    // With several hosts listed, the first; `uri` lists them all for clients that fail over.
+    let (host, port) = (settings.host.as_str(), settings.port.to_string());
     let engine = obj.spec.engine.as_str();
     let mut entries = vec![
         ("type", engine.to_owned()),
         ("provider", FIELD_MANAGER.to_owned()),
         ("host", host.to_owned()),
-        ("port", port.to_owned()),
+        ("port", port),
         ("uri", settings.uri.clone()),
     ];
     if let Some(login) = &credentials.login {
         if !login.username.is_empty() {
             entries.push(("username", login.username.clone()));
         }
-        entries.push(("password", login.password.expose().to_owned()));
+        // A login proved by a client certificate has no password.
+        if !login.password.expose().is_empty() {
+            entries.push(("password", login.password.expose().to_owned()));
+        }
     }
     if let Some(database) = &settings.database {
         entries.push(("database", database.clone()));
@@ -234,6 +235,19 @@ mod tests {
             ("DatabaseConnection", "uid-1", Some(true))
         );
         assert!(owned_by(&secret.metadata, "uid-1"));
+    }
+
+    #[test]
+    fn with_several_hosts_the_binding_names_the_first_and_the_uri_all() {
+        let obj = connection();
+        let mut spec = fixtures::postgres_spec("creds");
+        spec.uri = "postgres://pg-0:5433,pg-1:5434/app?target_session_attrs=read-write".into();
+        let settings = crate::settings::ConnectionSettings::from_spec(&spec).unwrap();
+        let secret = desired(&obj, "b", &settings, &credentials());
+        let data = secret.data.unwrap();
+        let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+        assert_eq!((text("host"), text("port")), ("pg-0".into(), "5433".into()));
+        assert_eq!(text("uri"), spec.uri);
     }
 
     #[test]
