@@ -1,6 +1,7 @@
 //! Benchmarks of the operator against the real test environment (`tests/testenv/testenv.sh up`).
 //!
-//! `cargo bench --bench operator -- [apply|rotation|scale|probe|all]` (default `all`) prints one
+//! `cargo bench --bench operator -- [apply|rotation|scale [COUNT [WINDOWS]]|probe|all]` (default
+//! `all`; scale's COUNT defaults to 1000 connections, WINDOWS to 5 steady minutes) prints one
 //! table per section; `all` takes about 7 minutes, most of it the scale section's windows. The
 //! operator under test is the binary of this profile (optimized). Figures are wall-clock times on
 //! whatever else the machine is doing: each section prints the load average and the number of
@@ -11,8 +12,9 @@
 //! - apply: `kubectl apply` of a DatabaseConnection until its Ready condition is True.
 //! - rotation: a Secret update (after the password changed in Neo4j) until status reports the
 //!   Secret's new resourceVersion and Ready=True/Connected.
-//! - scale: 1000 connections created before the operator starts; time until all are Ready, the
-//!   operator's memory, and status writes, probes and object changes per minute afterwards.
+//! - scale: COUNT connections created before the operator starts; time until all are Ready, the
+//!   operator's memory, and per minute afterwards: status writes, probes, object changes, the
+//!   operator's CPU time per probe and the requests the apiserver served.
 //! - probe: the engine's `ping` (as the reconciler calls it) against a bare neo4rs query.
 
 #[path = "../tests/common/mod.rs"]
@@ -70,10 +72,21 @@ const SCALE_TIMEOUT: Duration = Duration::from_secs(600);
 #[tokio::main]
 async fn main() {
     // `cargo bench` adds `--bench`; the first other argument names the section.
-    let chosen = std::env::args()
+    let positional: Vec<String> = std::env::args()
         .skip(1)
-        .find(|arg| !arg.starts_with('-'))
-        .unwrap_or_else(|| "all".into());
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let chosen = positional.first().cloned().unwrap_or_else(|| "all".into());
+    let number = |i: usize, default: usize| {
+        positional.get(i).map_or(default, |n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("{n:?} is not a number: scale [COUNT [WINDOWS]]"))
+        })
+    };
+    let scale = Scale {
+        count: number(1, SCALE_COUNT),
+        windows: number(2, STEADY_WINDOWS),
+    };
     let sections = match chosen.as_str() {
         "all" => SECTIONS.to_vec(),
         one if SECTIONS.contains(&one) => vec![one],
@@ -83,7 +96,7 @@ async fn main() {
         match section {
             "apply" => bench_apply().await,
             "rotation" => bench_rotation().await,
-            "scale" => bench_scale().await,
+            "scale" => bench_scale(&scale).await,
             "probe" => bench_probe().await,
             _ => unreachable!(),
         }
@@ -215,7 +228,13 @@ fn credentials_version(obj: &DatabaseConnection) -> &str {
 // ---------------------------------------------------------------------------------------------
 // 3. Scale: 1000 connections, one operator
 
-async fn bench_scale() {
+/// The scale section's size: connections, and steady one-minute windows after all are Ready.
+struct Scale {
+    count: usize,
+    windows: usize,
+}
+
+async fn bench_scale(scale: &Scale) {
     let machine = machine_state();
     let client = require_kube().await;
     require_neo4j().await;
@@ -226,18 +245,18 @@ async fn bench_scale() {
         &ns,
         &secret_yaml("shared", env.var("NEO4J_USER"), env.neo4j_password()),
     );
-    let api: Api<DatabaseConnection> = Api::namespaced(client, &ns);
-    let created = create_connections(&api, env.neo4j_uri()).await;
+    let api: Api<DatabaseConnection> = Api::namespaced(client.clone(), &ns);
+    let created = create_connections(&api, env.neo4j_uri(), scale.count).await;
 
     let started = Instant::now();
     let operator = Operator::start(&ns);
     let mut memory = Memory::of(operator.pid());
-    let ramp = ramp_up(&api, &operator, started, &mut memory).await;
+    let ramp = ramp_up(&api, &operator, started, &mut memory, scale.count).await;
     let ramp_peak = memory.peak_rss_kib;
 
     let mut windows = Vec::new();
-    for _ in 0..STEADY_WINDOWS {
-        windows.push(steady_window(&operator, &api, &mut memory).await);
+    for _ in 0..scale.windows {
+        windows.push(steady_window(&operator, &api, &client, &mut memory).await);
     }
     memory.sample();
     let (rss_end, hwm_end) = (memory.read("VmRSS:"), memory.read("VmHWM:"));
@@ -249,17 +268,22 @@ async fn bench_scale() {
 
     section(
         &format!(
-            "scale: {SCALE_COUNT} connections, one Secret, interval 30s, operator started after creation (namespace {ns})"
+            "scale: {} connections, one Secret, interval 30s, operator started after creation (namespace {ns})",
+            scale.count
         ),
         &machine,
     );
     value_row(
-        &format!("create {SCALE_COUNT} objects ({CREATE_CONCURRENCY} in flight)"),
+        &format!(
+            "create {} objects ({CREATE_CONCURRENCY} in flight)",
+            scale.count
+        ),
         ms(created),
     );
     value_row("operator start -> first Ready", ms(ramp.first));
     value_row("operator start -> half Ready", ms(ramp.half));
     value_row("operator start -> all Ready (list / 500 ms)", ms(ramp.all));
+    value_row("  operator CPU until then (user+system)", ms(ramp.cpu));
     value_row("  status writes until then", ramp.status_writes);
     value_row("  reconciles until then", ramp.reconciles);
     value_row("  probe failures until then", ramp.probe_failures);
@@ -272,14 +296,14 @@ async fn bench_scale() {
 }
 
 /// Creates the connections concurrently; returns how long it took.
-async fn create_connections(api: &Api<DatabaseConnection>, uri: &str) -> Duration {
+async fn create_connections(api: &Api<DatabaseConnection>, uri: &str, count: usize) -> Duration {
     let started = Instant::now();
-    stream::iter(0..SCALE_COUNT)
+    stream::iter(0..count)
         .map(|i| async move {
-            let obj = connection(&format!("conn-{i:04}"), uri, "shared");
+            let obj = connection(&format!("conn-{i:05}"), uri, "shared");
             api.create(&PostParams::default(), &obj)
                 .await
-                .unwrap_or_else(|e| panic!("create conn-{i:04}: {e}"));
+                .unwrap_or_else(|e| panic!("create conn-{i:05}: {e}"));
         })
         .buffer_unordered(CREATE_CONCURRENCY)
         .collect::<()>()
@@ -295,6 +319,8 @@ struct Ramp {
     status_writes: u64,
     reconciles: u64,
     probe_failures: u64,
+    /// The operator's CPU time (user + system) until then.
+    cpu: Duration,
 }
 
 /// Lists the connections every 500 ms (sampling memory each time) until all are Ready.
@@ -303,6 +329,7 @@ async fn ramp_up(
     operator: &Operator,
     started: Instant,
     memory: &mut Memory,
+    count: usize,
 ) -> Ramp {
     let mut ticker = tokio::time::interval(SCALE_POLL);
     let (mut first, mut half) = (None, None);
@@ -315,10 +342,10 @@ async fn ramp_up(
         if ready > 0 {
             first.get_or_insert(elapsed);
         }
-        if ready * 2 >= SCALE_COUNT {
+        if ready * 2 >= count {
             half.get_or_insert(elapsed);
         }
-        if ready == SCALE_COUNT {
+        if ready == count {
             return Ramp {
                 first: first.unwrap_or(elapsed),
                 half: half.unwrap_or(elapsed),
@@ -326,11 +353,12 @@ async fn ramp_up(
                 status_writes: counter(operator, "dbconn_status_writes_total").await,
                 reconciles: counter(operator, "dbconn_reconciles_total").await,
                 probe_failures: counter(operator, "dbconn_probe_failures_total").await,
+                cpu: memory.cpu(),
             };
         }
         assert!(
             elapsed < SCALE_TIMEOUT,
-            "only {ready} of {SCALE_COUNT} connections Ready after {SCALE_TIMEOUT:?}; Ready by status/reason: {reasons:?}"
+            "only {ready} of {count} connections Ready after {SCALE_TIMEOUT:?}; Ready by status/reason: {reasons:?}"
         );
     }
 }
@@ -365,6 +393,11 @@ struct Window {
     fields_changed: BTreeMap<String, usize>,
     /// The operator's resident memory at the end of the window.
     rss_kib: u64,
+    /// The operator's CPU time (user + system) in the window.
+    cpu: Duration,
+    /// Requests the apiserver served in the window, from its `apiserver_request_total`, less
+    /// the bench's own (two lists and a watch).
+    apiserver_requests: f64,
 }
 
 /// Counters, and every object's resourceVersion and status, at one moment.
@@ -408,9 +441,11 @@ async fn snapshot(operator: &Operator, api: &Api<DatabaseConnection>) -> Snapsho
 async fn steady_window(
     operator: &Operator,
     api: &Api<DatabaseConnection>,
+    client: &Client,
     memory: &mut Memory,
 ) -> Window {
     let started = Instant::now();
+    let (requests_before, cpu_before) = (apiserver_requests(client).await, memory.cpu());
     let before = snapshot(operator, api).await;
     let until = started + STEADY_WINDOW;
     let (modified_events, ()) = tokio::join!(
@@ -418,6 +453,7 @@ async fn steady_window(
         sample_until(memory, until)
     );
     let after = snapshot(operator, api).await;
+    let (requests_after, cpu_after) = (apiserver_requests(client).await, memory.cpu());
     let mut objects_changed = 0;
     let mut fields_changed = BTreeMap::new();
     for (name, (version, status)) in &before.objects {
@@ -440,7 +476,25 @@ async fn steady_window(
         modified_events,
         fields_changed,
         rss_kib: memory.read("VmRSS:"),
+        cpu: cpu_after - cpu_before,
+        // The bench's own: the two lists and the watch (the /metrics reads are not counted).
+        apiserver_requests: requests_after - requests_before - 3.0,
     }
+}
+
+/// Requests the apiserver has served, summed over `apiserver_request_total`.
+async fn apiserver_requests(client: &Client) -> f64 {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("a GET request");
+    let text = client
+        .request_text(request)
+        .await
+        .unwrap_or_else(|e| panic!("read the apiserver's /metrics: {e}"));
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Paths of the status fields that differ, one level into objects (`probe.latency`);
@@ -501,7 +555,7 @@ type Row<'a> = (&'a str, &'a dyn Fn(&Window) -> f64);
 
 fn print_windows(windows: &[Window]) {
     let per_minute = |count: f64, w: &Window| count * 60.0 / w.elapsed.as_secs_f64();
-    let rows: [Row<'_>; 6] = [
+    let rows: [Row<'_>; 9] = [
         ("status writes/min (operator counter)", &|w| {
             per_minute(w.status_writes, w)
         }),
@@ -517,6 +571,15 @@ fn print_windows(windows: &[Window]) {
         }),
         ("operator VmRSS at window end (MiB)", &|w| {
             w.rss_kib as f64 / 1024.0
+        }),
+        ("operator CPU s/min", &|w| {
+            per_minute(w.cpu.as_secs_f64(), w)
+        }),
+        ("operator CPU ms per probe", &|w| {
+            w.cpu.as_secs_f64() * 1000.0 / w.probes.max(1.0)
+        }),
+        ("apiserver requests/min (less the bench's)", &|w| {
+            per_minute(w.apiserver_requests, w)
         }),
     ];
     print!("\n{:<46}", "after all Ready, per 60 s window");
@@ -570,6 +633,29 @@ impl Memory {
 
     fn sample(&mut self) {
         self.peak_rss_kib = self.peak_rss_kib.max(self.read("VmRSS:"));
+    }
+
+    /// User + system CPU time so far, from /proc/PID/stat (in clock ticks of 1/100 s, the
+    /// Linux USER_HZ every architecture reports there).
+    fn cpu(&self) -> Duration {
+        let path = format!("/proc/{}/stat", self.pid);
+        let stat = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {path} (did the operator exit?): {e}"));
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // After the command name: state is field 3, utime 14 and stime 15 (1-based).
+        let ticks: u64 = [11, 12]
+            .iter()
+            .map(|&i| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum();
+        Duration::from_millis(ticks * 10)
     }
 
     /// A `kB` field of /proc/PID/status; panics if the process is gone.

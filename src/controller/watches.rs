@@ -70,6 +70,13 @@ pub async fn run(
     let observer = ctx.clone();
     let connection_events = watcher(scope.api::<DatabaseConnection>(&client), config.clone())
         .backoff(WatchBackoff::default())
+        // Nothing reads who set which field, or kubectl's copy of the manifest: at 10,000
+        // connections both would be kept in memory for nothing.
+        .modify(|conn| {
+            conn.managed_fields_mut().clear();
+            conn.annotations_mut()
+                .remove("kubectl.kubernetes.io/last-applied-configuration");
+        })
         .reflect(connections_writer)
         .inspect_ok(move |event| observe(&observer, event));
     let connection_events = settled_objects(connection_events, connections.clone());
