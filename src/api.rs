@@ -624,6 +624,14 @@ fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     schema
 }
 
+impl DatabaseConnectionSpec {
+    /// The Secret named by `spec.tls.clientCertSecretRef`, if any.
+    pub fn client_cert_secret(&self) -> Option<&str> {
+        let cert = self.tls.as_ref()?.client_cert_secret_ref.as_ref()?;
+        Some(&cert.name)
+    }
+}
+
 /// The Secret the binding is published in: `spec.binding.secretName`, or `<name>-binding`;
 /// `None` without `spec.binding`.
 impl DatabaseConnection {

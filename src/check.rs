@@ -121,13 +121,7 @@ fn check_binding_name(obj: &DatabaseConnection) -> Result<(), SpecError> {
         "credentials"
     } else if ca.is_some_and(|ca| ca.name == name) {
         "CA"
-    } else if obj
-        .spec
-        .tls
-        .as_ref()
-        .and_then(|tls| tls.client_cert_secret_ref.as_ref())
-        .is_some_and(|cert| cert.name == name)
-    {
+    } else if obj.spec.client_cert_secret() == Some(name.as_str()) {
         "client certificate"
     } else {
         return Ok(());

@@ -232,10 +232,14 @@ impl Metrics {
     /// Every listed host as the last probe found it; series of hosts no longer listed go.
     pub fn members(&self, labels: &ConnectionLabels, members: &[Member]) {
         let addresses: Vec<String> = members.iter().map(|m| m.address.clone()).collect();
-        let before = self
-            .members_seen()
-            .insert(labels.clone(), addresses.clone())
-            .unwrap_or_default();
+        // Most connections list one host and have no members: they keep no entry.
+        let before = if addresses.is_empty() {
+            self.members_seen().remove(labels)
+        } else {
+            self.members_seen()
+                .insert(labels.clone(), addresses.clone())
+        }
+        .unwrap_or_default();
         for gone in before.iter().filter(|a| !addresses.contains(a)) {
             self.remove_member(labels, gone);
         }
@@ -394,6 +398,27 @@ mod tests {
             name: name.into(),
             engine: "neo4j".into(),
         }
+    }
+
+    #[test]
+    fn member_series_go_with_their_host_and_single_hosts_keep_no_entry() {
+        let metrics = Metrics::default();
+        let member = |address: &str| Member {
+            address: address.into(),
+            role: Some(Role::Primary),
+            problem: None,
+            serving: true,
+            lag: None,
+            lag_bytes: None,
+        };
+        metrics.members(&labels("pg"), &[member("a:5432"), member("b:5432")]);
+        assert!(metrics.encode().contains("member=\"b:5432\""));
+        metrics.members(&labels("pg"), &[member("a:5432")]);
+        assert!(!metrics.encode().contains("member=\"b:5432\""));
+        metrics.members(&labels("pg"), &[]);
+        assert!(!metrics.encode().contains("member=\"a:5432\""));
+        metrics.members(&labels("single"), &[]);
+        assert!(metrics.members_seen().is_empty());
     }
 
     #[test]

@@ -29,9 +29,7 @@ pub async fn credentials(
     let login = obj.spec.credentials.as_ref().map(|c| &c.secret_ref);
     let tls = obj.spec.tls.as_ref();
     let ca = tls.and_then(|tls| tls.ca_secret_ref.as_ref());
-    let cert = tls
-        .and_then(|tls| tls.client_cert_secret_ref.as_ref())
-        .map(|c| c.name.as_str());
+    let cert = obj.spec.client_cert_secret();
     let Some(cached) = cached else {
         return read(ctx, namespace, login, username, ca, cert).await;
     };

@@ -229,11 +229,7 @@ fn concerns(conn: &DatabaseConnection, secret: &str) -> bool {
             .as_ref()
             .and_then(|tls| tls.ca_secret_ref.as_ref())
             .is_some_and(|ca| ca.name == secret)
-        || spec
-            .tls
-            .as_ref()
-            .and_then(|tls| tls.client_cert_secret_ref.as_ref())
-            .is_some_and(|cert| cert.name == secret)
+        || spec.client_cert_secret() == Some(secret)
         || conn
             .binding_secret_name()
             .is_some_and(|name| name == secret)
