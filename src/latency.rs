@@ -60,18 +60,35 @@ impl LatencyTracker {
         self.median().expect("a latency was just added")
     }
 
-    fn median(&self) -> Option<Duration> {
-        let mut sorted: Vec<_> = self.recent.iter().copied().collect();
-        sorted.sort();
-        sorted.get(sorted.len() / 2).copied()
+    /// The median of the recent probes, `None` before the first.
+    pub fn median(&self) -> Option<Duration> {
+        median_of(self.recent.iter().copied())
+    }
+
+    /// The median the recent probes would have with `latency` added, leaving them as they are.
+    fn median_with(&self, latency: Duration) -> Duration {
+        let keep = self.recent.len().min(WINDOW - 1);
+        let skip = self.recent.len() - keep;
+        median_of(self.recent.iter().skip(skip).copied().chain([latency]))
+            .expect("a latency was added")
     }
 
     /// True when `typical` differs materially from what status shows (or status shows none).
     pub fn worth_recording(&self, typical: Duration) -> bool {
+        self.material(typical, self.recent.len())
+    }
+
+    /// Whether observing `latency` would make a figure worth recording, leaving the tracker as
+    /// it is: the question a probe between reconciles asks before it wakes one.
+    pub fn would_record(&self, latency: Duration) -> bool {
+        self.material(self.median_with(latency), self.recent.len() + 1)
+    }
+
+    fn material(&self, typical: Duration, probes: usize) -> bool {
         let Some(recorded) = self.recorded else {
             return true;
         };
-        if self.restored && self.recent.len() < WINDOW {
+        if self.restored && probes < WINDOW {
             return false;
         }
         let (low, high) = if recorded < typical {
@@ -81,6 +98,19 @@ impl LatencyTracker {
         };
         high - low >= MIN_STEP && high >= low * RATIO
     }
+}
+
+/// The median of at most `WINDOW` figures, sorted on the stack: it runs on every probe.
+fn median_of(figures: impl Iterator<Item = Duration>) -> Option<Duration> {
+    let mut window = [Duration::ZERO; WINDOW];
+    let mut count = 0;
+    for figure in figures.take(WINDOW) {
+        window[count] = figure;
+        count += 1;
+    }
+    let window = &mut window[..count];
+    window.sort_unstable();
+    window.get(count / 2).copied()
 }
 
 #[cfg(test)]
@@ -165,6 +195,25 @@ mod tests {
         }
         let typical = tracker.observe(MS(400));
         assert!(tracker.worth_recording(typical), "a full window is not");
+    }
+
+    #[test]
+    fn asking_ahead_agrees_with_observing() {
+        let figures = [3, 4, 400, 2, 500, 600, 3, 700, 2, 2, 2];
+        for restored in [None, Some("3ms")] {
+            let mut tracker = LatencyTracker::restored(restored);
+            for figure in figures.map(MS) {
+                let asked = tracker.would_record(figure);
+                let median = tracker.median_with(figure);
+                let typical = tracker.observe(figure);
+                assert_eq!(median, typical, "{figure:?} after {restored:?}");
+                assert_eq!(
+                    asked,
+                    tracker.worth_recording(typical),
+                    "{figure:?} after {restored:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -20,6 +20,15 @@ pub const WAIT_FOR_USER: Duration = Duration::from_secs(300);
 /// much again of jitter.
 pub const AFTER_API_ERROR: Duration = Duration::from_secs(5);
 
+/// How often a healthy connection whose probes run between reconciles is reconciled anyway:
+/// the level-triggered look at everything, in case a watch event was missed.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// [`RESYNC`] minus up to 10 %, so resyncs spread out.
+pub fn resync() -> Duration {
+    RESYNC - jitter(RESYNC / 10)
+}
+
 /// A random part of `max`, so retries of many objects spread out.
 pub fn jitter(max: Duration) -> Duration {
     max.mul_f64(rand::random::<f64>())

@@ -85,6 +85,8 @@ pub struct ConnectionState {
     pub schema: Option<(SchemaStatus, Desired)>,
     /// A failed probe whose status write failed, to report again before the next probe is due.
     pub unreported_failure: Option<EngineError>,
+    /// Probes the healthy connection between reconciles; stopped when dropped.
+    pub prober: Option<crate::controller::Prober>,
 }
 
 impl ConnectionState {
@@ -116,7 +118,30 @@ pub fn pool_fingerprint(settings: &ConnectionSettings, credentials: &Credentials
 /// reconcile takes its entry out, works on it without holding the lock, and puts it back.
 #[derive(Default)]
 pub struct Registry {
-    states: Mutex<HashMap<Key, ConnectionState>>,
+    states: Mutex<States>,
+}
+
+/// The entries, and how many of them hold a pool: counted as they come and go, because a
+/// count by scanning on every reconcile made each reconcile cost O(connections).
+#[derive(Default)]
+struct States {
+    entries: HashMap<Key, ConnectionState>,
+    pools: usize,
+}
+
+impl States {
+    fn remove(&mut self, key: &Key) -> Option<ConnectionState> {
+        let state = self.entries.remove(key)?;
+        self.pools -= usize::from(state.pool.is_some());
+        Some(state)
+    }
+
+    fn insert(&mut self, key: Key, state: ConnectionState) {
+        self.pools += usize::from(state.pool.is_some());
+        if let Some(old) = self.entries.insert(key, state) {
+            self.pools -= usize::from(old.pool.is_some());
+        }
+    }
 }
 
 impl Registry {
@@ -133,6 +158,7 @@ impl Registry {
     pub fn forget(&self, key: &Key, uid: Option<&str>) -> Option<ConnectionState> {
         let mut states = self.states();
         let matches = states
+            .entries
             .get(key)
             .is_some_and(|state| uid.is_none_or(|uid| state.uid == uid));
         if matches { states.remove(key) } else { None }
@@ -142,6 +168,7 @@ impl Registry {
     pub fn sweep(&self, keep: impl Fn(&Key, &str) -> bool) -> Vec<ConnectionState> {
         let mut states = self.states();
         let gone: Vec<Key> = states
+            .entries
             .iter()
             .filter(|(key, state)| !keep(key, &state.uid))
             .map(|(key, _)| key.clone())
@@ -150,7 +177,7 @@ impl Registry {
     }
 
     pub fn len(&self) -> usize {
-        self.states().len()
+        self.states().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -158,10 +185,10 @@ impl Registry {
     }
 
     pub fn open_pools(&self) -> usize {
-        self.states().values().filter(|s| s.pool.is_some()).count()
+        self.states().pools
     }
 
-    fn states(&self) -> MutexGuard<'_, HashMap<Key, ConnectionState>> {
+    fn states(&self) -> MutexGuard<'_, States> {
         self.states.lock().expect("registry lock poisoned")
     }
 }
@@ -208,6 +235,57 @@ mod tests {
         );
         assert_eq!(registry.forget(&key, Some("new")).unwrap().uid, "new");
         assert!(registry.is_empty());
+    }
+
+    struct NoServer;
+
+    impl Pool for NoServer {
+        fn ping(&self) -> futures::future::BoxFuture<'_, Result<(), EngineError>> {
+            unreachable!("never probed")
+        }
+
+        fn identify(&self) -> futures::future::BoxFuture<'_, Result<ServerInfo, EngineError>> {
+            unreachable!("never probed")
+        }
+    }
+
+    fn with_pool(uid: &str) -> ConnectionState {
+        let now = Instant::now();
+        ConnectionState {
+            pool: Some(PoolEntry {
+                pool: Arc::new(NoServer),
+                built_from: 0,
+                created: now,
+                last_used: now,
+                server: None,
+            }),
+            ..state(uid)
+        }
+    }
+
+    #[test]
+    fn open_pools_are_counted_as_entries_come_and_go() {
+        let registry = Registry::default();
+        let (a, b) = (Key::new("a").within("apps"), Key::new("b").within("apps"));
+        registry.put(a.clone(), with_pool("1"));
+        registry.put(b.clone(), state("2"));
+        assert_eq!(registry.open_pools(), 1);
+        registry.put(b.clone(), with_pool("2"));
+        assert_eq!(
+            registry.open_pools(),
+            2,
+            "an entry replaced by one with a pool"
+        );
+        let taken = registry.take(&a).unwrap();
+        assert_eq!(registry.open_pools(), 1, "a reconcile holds one");
+        registry.put(a.clone(), taken);
+        registry.put(b.clone(), state("2"));
+        assert_eq!(registry.open_pools(), 1, "an entry replaced by one without");
+        assert!(registry.forget(&a, Some("1")).is_some());
+        assert_eq!(registry.open_pools(), 0);
+        registry.put(a.clone(), with_pool("3"));
+        registry.sweep(|_, _| false);
+        assert_eq!(registry.open_pools(), 0, "swept");
     }
 
     #[test]

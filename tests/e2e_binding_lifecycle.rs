@@ -45,8 +45,7 @@ async fn probes(h: &Harness) -> f64 {
         .await
 }
 
-/// Waits until the operator has probed `count` more times than now: each probe looks at the
-/// binding Secret again.
+/// Waits until the operator has probed `count` more times than now.
 async fn wait_for_probes(h: &Harness, count: f64) {
     let target = probes(h).await + count;
     eventually(&format!("{count} more probes"), async || {
@@ -120,7 +119,7 @@ async fn a_foreign_secret_is_left_alone(prefix: &str, foreign: Secret, owner_wor
     let secret = "graph-binding";
     bound(&h, name);
     assert_conflict(&h, name, secret, owner_words).await;
-    // Every probe looks at the Secret again: a few of them, and still nothing written.
+    // A few probes later (the binding is checked again on every reconcile), nothing written.
     wait_for_probes(&h, 3.0).await;
     assert_untouched(&h, &before, "while the connection ran").await;
 

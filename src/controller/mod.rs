@@ -7,6 +7,7 @@
 mod binding;
 mod fresh;
 mod probe;
+mod prober;
 mod report;
 mod resolve;
 mod schema;
@@ -15,6 +16,7 @@ mod watches;
 
 use std::{sync::Arc, time::Instant};
 
+use futures::channel::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Client, Resource, ResourceExt,
@@ -27,6 +29,8 @@ use kube::{
 };
 use tracing::{Instrument, debug, info_span};
 
+use prober::Heard;
+pub use prober::Prober;
 pub use watches::{Scope, run};
 
 use crate::{
@@ -39,7 +43,7 @@ use crate::{
     metrics::{ConnectionLabels, Metrics},
     schedule,
     settings::{ConnectionSettings, TlsMode},
-    state::{ConnectionState, Registry},
+    state::{ConnectionState, Key, Registry},
     status::{Facts, Outcome},
 };
 
@@ -57,6 +61,8 @@ pub struct Context {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     /// Whether `secrets` is current: false from a Secret watch error until it has listed again.
     secrets_fresh: fresh::Freshness,
+    /// Where probers ask for a reconcile of their connection.
+    wake: UnboundedSender<Key>,
 }
 
 impl Context {
@@ -66,12 +72,13 @@ impl Context {
         readiness: Arc<Readiness>,
         connections: Store<DatabaseConnection>,
         secrets: Store<PartialObjectMeta<Secret>>,
-    ) -> Self {
+    ) -> (Self, UnboundedReceiver<Key>) {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
         };
-        Self {
+        let (wake, woken) = mpsc::unbounded();
+        let ctx = Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             registry: Registry::default(),
@@ -80,7 +87,9 @@ impl Context {
             connections,
             secrets,
             secrets_fresh: fresh::Freshness::default(),
-        }
+            wake,
+        };
+        (ctx, woken)
     }
 
     /// The metadata of a Secret in `namespace`, as the watch saw it last.
@@ -221,15 +230,25 @@ impl Reconciliation<'_> {
         };
 
         let inputs = probe::inputs(self.obj, &settings, &credentials);
-        if let Some(wait) = self.state.wait_before_probe(inputs, Instant::now()) {
-            self.between_probes(&settings, &credentials, facts).await?;
-            debug!(?wait, "probe not due");
-            return Ok(Action::requeue(wait));
-        }
+        let result = match prober::listen(self.state, inputs) {
+            Heard::StillProbing => {
+                self.between_probes(&settings, &credentials, facts).await?;
+                return Ok(Action::requeue(schedule::resync()));
+            }
+            Heard::Probed(result) => result,
+            Heard::Nothing => {
+                if let Some(wait) = self.state.wait_before_probe(inputs, Instant::now()) {
+                    self.between_probes(&settings, &credentials, facts).await?;
+                    debug!(?wait, "probe not due");
+                    return Ok(Action::requeue(wait));
+                }
+                probe::run(self.state, &settings, &credentials).await
+            }
+        };
         self.state.probed_inputs = Some(inputs);
-        let delay = match probe::run(self.state, &settings, &credentials).await {
+        let delay = match result {
             Ok(probed) => {
-                self.connected(&settings, &credentials, facts, probed)
+                self.connected(&settings, &credentials, facts, probed, inputs)
                     .await?
             }
             Err(error) => self.failed(&settings, error, facts).await?,
@@ -256,6 +275,9 @@ impl Reconciliation<'_> {
             self.report(&outcome, facts).await?;
             self.state.unreported_failure = None;
             return Ok(());
+        }
+        if self.state.prober.is_some() {
+            return self.reassert(settings, credentials, facts).await;
         }
         let binding = binding::sync(self.ctx, self.obj, self.state, settings, credentials).await;
         if binding.is_some() {

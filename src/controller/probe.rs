@@ -6,10 +6,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::{
+    events::{Event, EventType},
+    reflector::ObjectRef,
+};
 use tracing::debug;
 
-use super::{Error, Reconciliation, binding};
+use super::{
+    Error, Reconciliation, binding,
+    prober::{self, Prober},
+};
 use crate::{
     api::DatabaseConnection,
     credentials::Credentials,
@@ -70,7 +76,6 @@ pub async fn run(
         });
     }
     let entry = state.pool.as_mut().expect("pool was just ensured");
-    let started = Instant::now();
     let identify = entry.server.is_none();
     let attempt = async {
         if identify {
@@ -79,21 +84,26 @@ pub async fn run(
             entry.pool.ping().await.map(|()| None)
         }
     };
-    let outcome = tokio::time::timeout(settings.health.timeout, attempt).await;
-    let latency = started.elapsed();
+    let outcome = bounded(settings, credentials, attempt).await;
     entry.last_used = Instant::now();
-    match outcome {
-        Ok(Ok(Some(server))) => {
-            entry.server = Some(server);
-            Ok(Probed {
-                latency,
-                cold: true,
-            })
-        }
-        Ok(Ok(None)) => Ok(Probed {
-            latency,
-            cold: false,
-        }),
+    let (server, latency) = outcome?;
+    let cold = server.is_some();
+    if server.is_some() {
+        entry.server = server;
+    }
+    Ok(Probed { latency, cold })
+}
+
+/// Runs one probe within `healthCheck.timeout`; returns its answer and round trip.
+pub async fn bounded<T>(
+    settings: &ConnectionSettings,
+    credentials: &Credentials,
+    attempt: impl Future<Output = Result<T, EngineError>>,
+) -> Result<(T, Duration), EngineError> {
+    // tokio's clock, which tests can pause and advance; the same as the system's otherwise.
+    let started = tokio::time::Instant::now();
+    match tokio::time::timeout(settings.health.timeout, attempt).await {
+        Ok(Ok(answer)) => Ok((answer, started.elapsed())),
         Ok(Err(error)) => Err(crate::engine::tls::refused_client_cert(error, credentials)),
         Err(_elapsed) => Err(EngineError::Timeout {
             endpoint: settings.endpoint.clone(),
@@ -111,6 +121,7 @@ impl Reconciliation<'_> {
         credentials: &Credentials,
         facts: Facts,
         probed: Probed,
+        inputs: u64,
     ) -> Result<Duration, Error> {
         self.state.unreported_failure = None;
         self.state.consecutive_failures = 0;
@@ -138,7 +149,11 @@ impl Reconciliation<'_> {
             .as_ref()
             .and_then(|m| m.found.iter().find(|m| m.serving))
             .map_or(settings.endpoint.clone(), |m| m.address.clone());
-        let check_soon = self.sync_schema(&server, settings).await;
+        let schema_pass = self.sync_schema(&server, settings).await;
+        // Schema drift and members' figures are found by full reconciles; a plain connection
+        // is probed between them.
+        let probe_between =
+            schema_pass.is_none() && members.as_ref().is_none_or(|m| m.found.is_empty());
         let binding = binding::sync(self.ctx, self.obj, self.state, settings, credentials).await;
         let facts = Facts {
             schema: self.state.schema.clone(),
@@ -159,13 +174,81 @@ impl Reconciliation<'_> {
             self.announce_reload(credentials).await;
         }
         let next = schedule::after_success(settings, rand::random());
-        let delay = if check_soon {
+        let delay = if schema_pass == Some(true) {
             next.min(SCHEMA_RECHECK)
         } else {
             next
         };
         self.state.next_probe = Some(Instant::now() + delay);
+        if probe_between {
+            self.start_prober(settings, credentials, inputs);
+            return Ok(schedule::resync());
+        }
         Ok(delay)
+    }
+
+    fn start_prober(
+        &mut self,
+        settings: &ConnectionSettings,
+        credentials: &Credentials,
+        inputs: u64,
+    ) {
+        let entry = self
+            .state
+            .pool
+            .as_ref()
+            .expect("a successful probe has a pool");
+        self.state.prober = Some(Prober::start(prober::Start {
+            key: ObjectRef::from_obj(self.obj),
+            inputs,
+            pool: entry.pool.clone(),
+            pool_created: entry.created,
+            settings: settings.clone(),
+            credentials: credentials.clone(),
+            labels: self.state.labels.clone(),
+            latency: self.state.latency.clone(),
+            metrics: self.ctx.metrics.clone(),
+            wake: self.ctx.wake.clone(),
+        }));
+    }
+
+    /// A reconcile while the prober has nothing new: status says what the probes find
+    /// (restored, should someone else have changed it), and the binding Secret is as it should
+    /// be. No probe: the prober's are recent enough.
+    pub(super) async fn reassert(
+        &mut self,
+        settings: &ConnectionSettings,
+        credentials: &Credentials,
+        facts: Facts,
+    ) -> Result<(), Error> {
+        let binding = binding::sync(self.ctx, self.obj, self.state, settings, credentials).await;
+        let server = self
+            .state
+            .pool
+            .as_ref()
+            .and_then(|entry| entry.server.clone())
+            .unwrap_or_default();
+        let outcome = Outcome::Connected {
+            server: &server,
+            endpoint: &settings.endpoint,
+            user: credentials.login.as_ref().map(|l| l.username.as_str()),
+        };
+        let mut latency = self
+            .state
+            .prober
+            .as_ref()
+            .map_or_else(|| self.state.latency.clone(), Prober::latency);
+        let shown = self.obj.status.as_ref().and_then(|s| s.probe.as_ref());
+        latency.shown(shown.and_then(|p| p.latency.as_deref()));
+        let figure = latency
+            .median()
+            .filter(|typical| latency.worth_recording(*typical));
+        let facts = Facts {
+            binding,
+            latency: figure,
+            ..facts
+        };
+        self.report(&outcome, facts).await
     }
 
     /// The probe failed: count it, schedule the retry, report. Returns the retry delay.

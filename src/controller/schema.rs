@@ -21,19 +21,18 @@ use crate::{
 impl Reconciliation<'_> {
     /// Runs a schema pass when the manifest declares a schema (or the operator still owns items
     /// from an earlier one), keeps its result for status, and announces what it changed.
-    /// Returns whether to look again soon (an index still populating).
+    /// Returns `None` when no pass ran, else whether to look again soon (an index still
+    /// populating).
     pub(super) async fn sync_schema(
         &mut self,
         server: &ServerInfo,
         settings: &ConnectionSettings,
-    ) -> bool {
-        let Some(report) = self.schema_pass(server, settings).await else {
-            return false;
-        };
+    ) -> Option<bool> {
+        let report = self.schema_pass(server, settings).await?;
         self.announce_schema(&report).await;
         let check_soon = report.check_soon;
         self.state.schema = Some((report.status, report.condition));
-        check_soon
+        Some(check_soon)
     }
 
     async fn schema_pass(

@@ -59,13 +59,14 @@ pub async fn run(
 ) {
     let (connections, connections_writer) = reflector::store();
     let (secrets, secrets_writer) = reflector::store();
-    let ctx = Arc::new(Context::new(
+    let (ctx, woken) = Context::new(
         client.clone(),
         metrics,
         readiness,
         connections.clone(),
         secrets.clone(),
-    ));
+    );
+    let ctx = Arc::new(ctx);
     let config = watcher::Config::default().any_semantic();
     let observer = ctx.clone();
     let connection_events = watcher(scope.api::<DatabaseConnection>(&client), config.clone())
@@ -100,6 +101,8 @@ pub async fn run(
         .watches_stream(secret_events, move |secret| {
             connections_using(&referenced_by, &secret)
         })
+        // A prober found something to report.
+        .reconcile_on(woken)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|result| {

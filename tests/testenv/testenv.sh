@@ -20,7 +20,9 @@
 # mode reach it on), sets its port and test credentials, and defines NAME_build, NAME_start,
 # NAME_stop, NAME_kill, NAME_running and NAME_env; a function testenv_cmd_FOO_BAR is the
 # subcommand foo-bar. A file may also add a function to TESTENV_DOWN_HOOKS, which `down` runs
-# first (services/pgpair.sh: the replication pairs tests left behind).
+# first (services/pgpair.sh: the replication pairs tests left behind), and "NAME:OTHER" to
+# TESTENV_AFTER when it needs OTHER running first (services/pgbouncer.sh: postgres): `up` then
+# starts it after OTHER, `down` stops it before.
 #
 # Cluster mode (lib/cluster.sh): a single-node cluster that runs Pods, with its own state dir
 # (/tmp/dbconn-cluster) and ports, so it can run beside the environment above.
@@ -58,9 +60,19 @@ source "$TESTENV_DIR/lib/testca.sh"
 TESTENV_DATABASES=()
 TESTENV_FORWARDS=()
 TESTENV_DOWN_HOOKS=()
+TESTENV_AFTER=()
 for service_file in "$TESTENV_DIR"/services/*.sh; do
   # shellcheck source=/dev/null
   source "$service_file"
+done
+# Files come in name order; move each service named in TESTENV_AFTER right behind the one it needs.
+for after in "${TESTENV_AFTER[@]}"; do
+  ordered=()
+  for db in "${TESTENV_DATABASES[@]}"; do
+    [[ $db == "${after%%:*}" ]] || ordered+=("$db")
+    [[ $db == "${after#*:}" ]] && ordered+=("${after%%:*}")
+  done
+  TESTENV_DATABASES=("${ordered[@]}")
 done
 source "$TESTENV_DIR/lib/judges.sh"
 source "$TESTENV_DIR/lib/promtool.sh"

@@ -9,13 +9,13 @@ pid_alive() {
   [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null
 }
 
-# stop_pid NAME: TERM the process, wait up to 30 s, then KILL.
+# stop_pid NAME [SIGNAL]: SIGNAL (TERM by default) to the process, wait up to 30 s, then KILL.
 stop_pid() {
-  local f=$STATE_DIR/$1.pid pid i
+  local f=$STATE_DIR/$1.pid sig=${2:-TERM} pid i
   [[ -f $f ]] || return 0
   pid=$(cat "$f")
   if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
+    kill -s "$sig" "$pid" 2>/dev/null || true
     for ((i=0; i<300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   fi
