@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for the real test environment: kube-apiserver + etcd, and the servers the tests
 # connect to, a file each in services/ (Neo4j 5, PostgreSQL, PostgreSQL with client certificates,
-# MariaDB, nginx). Everything listens on 127.0.0.1 only. Builds are cached outside the repo (see
-# CACHE_DIR).
+# PgBouncer in front of PostgreSQL, MariaDB, nginx). Everything listens on 127.0.0.1 only. Builds
+# are cached outside the repo (see CACHE_DIR).
 #
 #   testenv.sh up            build what is missing, start everything, wait until each answers
 #   testenv.sh down          stop everything
