@@ -19,6 +19,7 @@ pub mod schedule;
 pub mod schema;
 pub mod schema_apply;
 pub mod settings;
+pub mod shards;
 pub mod state;
 pub mod status;
 pub mod status_write;

@@ -3,10 +3,11 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context as _;
 use clap::Parser;
 use dbconn_operator::{
-    controller::{self, Scope},
+    controller::{self, Partition, Scope},
     http::{self, Readiness},
     leader::{LeaderElector, LeaseConfig},
     metrics::Metrics,
+    shards,
     telemetry::{self, LogFormat},
     validate::OutputFormat,
 };
@@ -46,6 +47,19 @@ struct Args {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Reconcile only DatabaseConnections with these labels (a label selector, as kubectl's
+    /// -l): replicas given disjoint selectors split the connections between them.
+    #[arg(long, env = "DBCONN_SELECTOR")]
+    selector: Option<String>,
+    /// Split the connections into this many shards, claimed by the running replicas through
+    /// one Lease each (named after --lease-name); 0 to reconcile them all.
+    #[arg(
+        long,
+        env = "DBCONN_SHARDS",
+        default_value_t = 0,
+        conflicts_with = "leader_election"
+    )]
+    shards: u32,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -102,10 +116,32 @@ async fn run_operator(args: Args) -> anyhow::Result<()> {
     };
     info!(
         ?scope,
+        selector = args.selector.as_deref().unwrap_or(""),
+        shards = args.shards,
         concurrency = args.concurrency,
         leader_election = args.leader_election,
         "starting dbconn-operator"
     );
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("dbconn-operator-{:08x}", rand::random::<u32>()));
+    let lease = LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace: args.lease_namespace.clone(),
+        identity,
+        duration: args.lease_duration,
+    };
+    let mut partition = Partition {
+        scope,
+        selector: args.selector.clone(),
+        sharding: None,
+    };
+    let keeper = (args.shards > 0).then(|| {
+        let (sharding, keeper) = shards::start(client.clone(), lease.clone(), args.shards);
+        partition.sharding = Some(sharding);
+        keeper
+    });
 
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
@@ -121,7 +157,7 @@ async fn run_operator(args: Args) -> anyhow::Result<()> {
             client.clone(),
             metrics.clone(),
             readiness.clone(),
-            scope.clone(),
+            partition.clone(),
             args.concurrency,
             stop,
         )
@@ -129,20 +165,15 @@ async fn run_operator(args: Args) -> anyhow::Result<()> {
 
     if !args.leader_election {
         controller(shutdown.clone()).await;
+        if let Some(keeper) = keeper {
+            keeper.stop();
+            shards::release(client, &lease).await;
+        }
         info!("stopped; pools closed");
         telemetry.shutdown();
         return Ok(());
     }
 
-    let identity = args
-        .identity
-        .unwrap_or_else(|| format!("dbconn-operator-{:08x}", rand::random::<u32>()));
-    let lease = LeaseConfig {
-        name: args.lease_name,
-        namespace: args.lease_namespace,
-        identity,
-        duration: args.lease_duration,
-    };
     let mut elector = LeaderElector::new(client.clone(), lease.clone());
     // A standby is ready: it serves /metrics and waits for the lease.
     readiness.set(true);

@@ -84,6 +84,7 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     status_writes: Counter,
     open_pools: Gauge,
+    shards_held: Gauge,
 }
 
 impl Default for Metrics {
@@ -107,6 +108,7 @@ impl Default for Metrics {
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             status_writes: Counter::default(),
             open_pools: Gauge::default(),
+            shards_held: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -184,6 +186,11 @@ impl Default for Metrics {
             "open_pools",
             "Connection pools currently open",
             metrics.open_pools.clone(),
+        );
+        registry.register(
+            "shards_held",
+            "Shards of the connections this replica holds (with --shards)",
+            metrics.shards_held.clone(),
         );
         Self {
             registry,
@@ -311,6 +318,10 @@ impl Metrics {
 
     pub fn set_open_pools(&self, count: usize) {
         self.open_pools.set(count as i64);
+    }
+
+    pub fn set_shards_held(&self, count: usize) {
+        self.shards_held.set(count as i64);
     }
 
     pub fn reconcile_failed(&self) {

@@ -710,6 +710,47 @@ fn values_that_would_misconfigure_the_operator_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("leaderElection.enabled=false"));
 }
 
+/// With `sharding.shards`, every replica is active on its own shards: no leader election, the
+/// shard count and selector in the environment, and Leases it may list and delete (their names
+/// follow the Pods'). Election and sharding together are refused.
+#[test]
+fn sharded_replicas_are_all_active_and_may_manage_their_leases() {
+    let docs = render(
+        "dbconn",
+        RELEASE_NS,
+        &["replicaCount=3,sharding.shards=6,selector=team=a"],
+    );
+    let deployment = of_kind(&docs, "Deployment")[0];
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(env_var(container, "LEADER_ELECTION")["value"], "false");
+    assert_eq!(env_var(container, "DBCONN_SHARDS")["value"], "6");
+    assert_eq!(env_var(container, "DBCONN_SELECTOR")["value"], "team=a");
+    let roles = of_kind(&docs, "Role");
+    let lease_rules: Vec<&Value> = roles
+        .iter()
+        .flat_map(|r| r["rules"].as_array().unwrap())
+        .filter(|rule| rule["resources"][0] == "leases")
+        .collect();
+    let verbs: Vec<&str> = lease_rules
+        .iter()
+        .flat_map(|rule| rule["verbs"].as_array().unwrap())
+        .filter_map(Value::as_str)
+        .collect();
+    for verb in ["create", "list", "get", "update", "delete"] {
+        assert!(verbs.contains(&verb), "{verb} on leases: {verbs:?}");
+    }
+    let out = helm(&[
+        "template",
+        "x",
+        CHART,
+        "--set",
+        "replicaCount=3,sharding.shards=6,leaderElection.enabled=true",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("choose one"));
+    server_dry_run(&[deployment]);
+}
+
 /// The chart's CRD template is `crds/` (one source: `make crds` writes the template) plus the
 /// chart's labels and `helm.sh/resource-policy: keep`; `crds.create=false` leaves it out.
 #[test]

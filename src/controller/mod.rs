@@ -31,7 +31,7 @@ use tracing::{Instrument, debug, info_span};
 
 use prober::Heard;
 pub use prober::Prober;
-pub use watches::{Scope, run};
+pub use watches::{Partition, Scope, run};
 
 use crate::{
     FIELD_MANAGER,
@@ -43,6 +43,7 @@ use crate::{
     metrics::{ConnectionLabels, Metrics},
     schedule,
     settings::{ConnectionSettings, TlsMode},
+    shards::Sharding,
     state::{ConnectionState, Key, Registry},
     status::{Facts, Outcome},
 };
@@ -63,6 +64,8 @@ pub struct Context {
     secrets_fresh: fresh::Freshness,
     /// Where probers ask for a reconcile of their connection.
     wake: UnboundedSender<Key>,
+    /// The shards this replica holds, when replicas split the connections.
+    sharding: Option<Sharding>,
 }
 
 impl Context {
@@ -72,6 +75,7 @@ impl Context {
         readiness: Arc<Readiness>,
         connections: Store<DatabaseConnection>,
         secrets: Store<PartialObjectMeta<Secret>>,
+        sharding: Option<Sharding>,
     ) -> (Self, UnboundedReceiver<Key>) {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
@@ -88,8 +92,14 @@ impl Context {
             secrets,
             secrets_fresh: fresh::Freshness::default(),
             wake,
+            sharding,
         };
         (ctx, woken)
+    }
+
+    /// Whether this replica reconciles the object with `uid` (always, without sharding).
+    fn owns(&self, uid: &str) -> bool {
+        self.sharding.as_ref().is_none_or(|s| s.owns(uid))
     }
 
     /// The metadata of a Secret in `namespace`, as the watch saw it last.
@@ -120,6 +130,13 @@ pub async fn reconcile(obj: Arc<DatabaseConnection>, ctx: Arc<Context>) -> Resul
     let key = ObjectRef::from_obj(&*obj);
     let uid = obj.uid().unwrap_or_default();
     let span = info_span!("reconcile", namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    if !ctx.owns(&uid) {
+        // Another replica's: nothing of it is kept here, and nothing written.
+        if let Some(state) = ctx.registry.take(&key) {
+            ctx.forget(state);
+        }
+        return Ok(Action::await_change());
+    }
     let _timer = ctx.metrics.reconcile_started();
     let mut state = match ctx.registry.take(&key) {
         Some(state) if state.uid == uid => state,

@@ -4,7 +4,7 @@
 //! (`settled`). Deletes are acted on as the watch sees them, in whatever state the connection
 //! was, so no pool, series or memory outlives its object.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -26,6 +26,7 @@ use crate::{
     http::Readiness,
     metrics::{ConnectionLabels, Metrics},
     schedule::WatchBackoff,
+    shards::{self, Sharding},
     state::{ConnectionState, Key},
 };
 
@@ -48,12 +49,22 @@ impl Scope {
     }
 }
 
+/// Which connections this replica reconciles.
+#[derive(Clone)]
+pub struct Partition {
+    pub scope: Scope,
+    /// Only connections with these labels (`--selector`), for teams that split by label.
+    pub selector: Option<String>,
+    /// Only connections of the shards this replica holds (`--shards`).
+    pub sharding: Option<Sharding>,
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
-    scope: Scope,
+    partition: Partition,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -65,11 +76,17 @@ pub async fn run(
         readiness,
         connections.clone(),
         secrets.clone(),
+        partition.sharding.clone(),
     );
     let ctx = Arc::new(ctx);
     let config = watcher::Config::default().any_semantic();
+    let connection_config = match &partition.selector {
+        Some(selector) => config.clone().labels(selector),
+        None => config.clone(),
+    };
+    let scope = partition.scope;
     let observer = ctx.clone();
-    let connection_events = watcher(scope.api::<DatabaseConnection>(&client), config.clone())
+    let connection_events = watcher(scope.api::<DatabaseConnection>(&client), connection_config)
         .backoff(WatchBackoff::default())
         // Nothing reads who set which field, or kubectl's copy of the manifest: at 10,000
         // connections both would be kept in memory for nothing.
@@ -95,6 +112,9 @@ pub async fn run(
         .inspect(move |item| fresh.secrets_fresh.observe(item));
     let secret_events = settled_objects(secret_events, secrets.clone());
     tokio::spawn(report_ready(ctx.clone()));
+    if let Some(sharding) = partition.sharding {
+        tokio::spawn(follow_shards(ctx.clone(), sharding));
+    }
     let referenced_by = connections.clone();
     Controller::for_stream(connection_events, connections)
         .with_config(Config::default().concurrency(concurrency))
@@ -127,6 +147,30 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Acts on the shards this replica holds as they change: the connections of a shard lost are
+/// forgotten at once (pools closed, probers stopped), those of a shard gained reconciled now.
+async fn follow_shards(ctx: Arc<Context>, sharding: Sharding) {
+    let mut changes = sharding.changes();
+    let mut before = BTreeSet::new();
+    loop {
+        let held = changes.borrow_and_update().clone();
+        ctx.metrics.set_shards_held(held.len());
+        for state in ctx.registry.sweep(|_, uid| sharding.owns(uid)) {
+            ctx.forget(state);
+        }
+        for obj in ctx.connections.state() {
+            let shard = shards::shard_of(&obj.uid().unwrap_or_default(), sharding.count);
+            if held.contains(&shard) && !before.contains(&shard) {
+                let _ = ctx.wake.unbounded_send(ObjectRef::from_obj(&*obj));
+            }
+        }
+        before = held;
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// `/readyz` turns 200 once both watches have listed everything.
@@ -183,7 +227,8 @@ fn observe(ctx: &Context, event: &Event<DatabaseConnection>) {
 /// Hands a reconcile's memory back, unless its object was deleted (or replaced by another of
 /// the same name) while the reconcile ran: then it is dropped, so memory follows the store.
 pub(super) fn keep(ctx: &Context, key: Key, uid: &str, state: ConnectionState) {
-    if is_current(&ctx.connections, &key, uid) {
+    // A shard lost while the reconcile ran: the connection is another replica's now.
+    if is_current(&ctx.connections, &key, uid) && ctx.owns(uid) {
         ctx.registry.put(key, state);
         ctx.metrics.set_open_pools(ctx.registry.open_pools());
     } else {

@@ -71,19 +71,28 @@ false; auto means "more than one replica". Two replicas without election would b
 {{- define "dbconn-operator.leaderElection" -}}
 {{- $setting := toString .Values.leaderElection.enabled }}
 {{- $replicas := int .Values.replicaCount }}
+{{- $sharded := gt (int .Values.sharding.shards) 0 }}
 {{- $enabled := false }}
 {{- if eq $setting "auto" }}
-{{- $enabled = gt $replicas 1 }}
+{{- $enabled = and (gt $replicas 1) (not $sharded) }}
 {{- else if eq $setting "true" }}
+{{- if $sharded }}
+{{- fail "leaderElection.enabled=true with sharding.shards > 0: choose one; sharded replicas are all active, each on its own shards" }}
+{{- end }}
 {{- $enabled = true }}
 {{- else if eq $setting "false" }}
-{{- if gt $replicas 1 }}
-{{- fail (printf "leaderElection.enabled=false with replicaCount=%d: every replica would reconcile every connection; enable leader election or use one replica" $replicas) }}
+{{- if and (gt $replicas 1) (not $sharded) }}
+{{- fail (printf "leaderElection.enabled=false with replicaCount=%d: every replica would reconcile every connection; enable leader election, set sharding.shards, or use one replica" $replicas) }}
 {{- end }}
 {{- else }}
 {{- fail (printf "leaderElection.enabled must be auto, true or false, not %q" $setting) }}
 {{- end }}
 {{- $enabled }}
+{{- end }}
+
+{{/* "true" when the pods take Leases: to elect a leader, or to split the connections in shards. */}}
+{{- define "dbconn-operator.takesLeases" -}}
+{{- or (eq (include "dbconn-operator.leaderElection" .) "true") (gt (int .Values.sharding.shards) 0) }}
 {{- end }}
 
 {{/*
