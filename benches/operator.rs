@@ -1,7 +1,8 @@
 //! Benchmarks of the operator against the real test environment (`tests/testenv/testenv.sh up`).
 //!
-//! `cargo bench --bench operator -- [apply|rotation|scale [COUNT [WINDOWS]]|probe|all]` (default
-//! `all`; scale's COUNT defaults to 1000 connections, WINDOWS to 5 steady minutes) prints one
+//! `cargo bench --bench operator -- [apply|rotation|scale [COUNT [WINDOWS [ENGINE]]]|probe|all]`
+//! (default `all`; scale's COUNT defaults to 1000 connections, WINDOWS to 5 steady minutes,
+//! ENGINE to neo4j, or postgres through the test environment's PgBouncer) prints one
 //! table per section; `all` takes about 7 minutes, most of it the scale section's windows. The
 //! operator under test is the binary of this profile (optimized). Figures are wall-clock times on
 //! whatever else the machine is doing: each section prints the load average and the number of
@@ -14,7 +15,8 @@
 //!   Secret's new resourceVersion and Ready=True/Connected.
 //! - scale: COUNT connections created before the operator starts; time until all are Ready, the
 //!   operator's memory, and per minute afterwards: status writes, probes, object changes, the
-//!   operator's CPU time per probe and the requests the apiserver served.
+//!   operator's CPU time per probe and the requests the apiserver served; then the floor: the
+//!   CPU time per query of the bare driver in the bench's own process.
 //! - probe: the engine's `ping` (as the reconciler calls it) against a bare neo4rs query.
 
 #[path = "../tests/common/mod.rs"]
@@ -86,6 +88,7 @@ async fn main() {
     let scale = Scale {
         count: number(1, SCALE_COUNT),
         windows: number(2, STEADY_WINDOWS),
+        engine: ScaleEngine::parse(positional.get(3).map_or("neo4j", String::as_str)),
     };
     let sections = match chosen.as_str() {
         "all" => SECTIONS.to_vec(),
@@ -232,21 +235,69 @@ fn credentials_version(obj: &DatabaseConnection) -> &str {
 struct Scale {
     count: usize,
     windows: usize,
+    engine: ScaleEngine,
+}
+
+/// What the scale section's connections reach.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ScaleEngine {
+    Neo4j,
+    /// PostgreSQL through the test environment's PgBouncer, which absorbs thousands of clients
+    /// as it does for real platforms.
+    Postgres,
+}
+
+impl ScaleEngine {
+    fn parse(name: &str) -> Self {
+        match name {
+            "neo4j" => Self::Neo4j,
+            "postgres" => Self::Postgres,
+            other => panic!("{other:?} is not an engine: scale [COUNT [WINDOWS [neo4j|postgres]]]"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Neo4j => "neo4j",
+            Self::Postgres => "postgres",
+        }
+    }
+
+    /// The URI and login the connections use.
+    fn target(self, env: &TestEnv) -> (String, String, String) {
+        match self {
+            Self::Neo4j => (
+                env.neo4j_uri().to_owned(),
+                env.var("NEO4J_USER").to_owned(),
+                env.neo4j_password().to_owned(),
+            ),
+            Self::Postgres => (
+                format!(
+                    "postgres://{}:{}/{}?sslmode=disable",
+                    env.var("PGBOUNCER_HOST"),
+                    env.var("PGBOUNCER_PORT"),
+                    env.var("POSTGRES_DB")
+                ),
+                env.var("POSTGRES_USER").to_owned(),
+                env.var("POSTGRES_PASSWORD").to_owned(),
+            ),
+        }
+    }
 }
 
 async fn bench_scale(scale: &Scale) {
     let machine = machine_state();
     let client = require_kube().await;
-    require_neo4j().await;
+    if scale.engine == ScaleEngine::Neo4j {
+        require_neo4j().await;
+    }
     let env = TestEnv::get();
+    let (uri, user, password) = scale.engine.target(env);
     let ns = TestNamespace::create(&client, "bench-scale").await.name;
     refuse_if_another_operator_reconciles(&client, &ns).await;
-    apply(
-        &ns,
-        &secret_yaml("shared", env.var("NEO4J_USER"), env.neo4j_password()),
-    );
+    apply(&ns, &secret_yaml("shared", &user, &password));
     let api: Api<DatabaseConnection> = Api::namespaced(client.clone(), &ns);
-    let created = create_connections(&api, env.neo4j_uri(), scale.count).await;
+    let created = create_connections(&api, scale.engine, &uri, scale.count).await;
 
     let started = Instant::now();
     let operator = Operator::start(&ns);
@@ -262,14 +313,16 @@ async fn bench_scale(scale: &Scale) {
     let (rss_end, hwm_end) = (memory.read("VmRSS:"), memory.read("VmHWM:"));
     let reconcile_errors = counter(&operator, "dbconn_reconcile_errors_total").await;
     drop(operator);
+    let floor = driver_floor(scale.engine, &uri, &user, &password).await;
     api.delete_collection(&DeleteParams::default(), &ListParams::default())
         .await
         .unwrap_or_else(|e| panic!("delete the DatabaseConnections of {ns}: {e}"));
 
     section(
         &format!(
-            "scale: {} connections, one Secret, interval 30s, operator started after creation (namespace {ns})",
-            scale.count
+            "scale: {} {} connections ({uri}), one Secret, interval 30s, operator started after creation (namespace {ns})",
+            scale.count,
+            scale.engine.name()
         ),
         &machine,
     );
@@ -293,14 +346,90 @@ async fn bench_scale(scale: &Scale) {
     value_row("VmRSS at end", mib(rss_end));
     value_row("VmHWM at end", mib(hwm_end));
     print_windows(&windows);
+    println!(
+        "floor, the driver alone in this process: CPU ms per query {:.3} ({}, {FLOOR_QUERIES} queries over {FLOOR_CLIENTS} clients)",
+        floor.cpu_ms_per_query, floor.what
+    );
+}
+
+const FLOOR_QUERIES: usize = 20_000;
+const FLOOR_CLIENTS: usize = 50;
+
+/// The driver's CPU per query without the operator: the least a probe can cost.
+struct Floor {
+    cpu_ms_per_query: f64,
+    what: &'static str,
+}
+
+/// Runs [`FLOOR_QUERIES`] trivial queries over [`FLOOR_CLIENTS`] connections in this process
+/// and divides the process's CPU time by them.
+async fn driver_floor(engine: ScaleEngine, uri: &str, user: &str, password: &str) -> Floor {
+    let per_client = FLOOR_QUERIES / FLOOR_CLIENTS;
+    match engine {
+        ScaleEngine::Postgres => {
+            let config = format!("{uri}&user={user}&password={password}");
+            let mut clients = Vec::new();
+            for _ in 0..FLOOR_CLIENTS {
+                let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+                    .await
+                    .unwrap_or_else(|e| panic!("connect to {uri} for the floor: {e}"));
+                tokio::spawn(connection);
+                clients.push(client);
+            }
+            let before = own_cpu();
+            stream::iter(&clients)
+                .for_each_concurrent(None, |client| async move {
+                    for _ in 0..per_client {
+                        client.simple_query("SELECT 1").await.expect("SELECT 1");
+                    }
+                })
+                .await;
+            Floor {
+                cpu_ms_per_query: (own_cpu() - before).as_secs_f64() * 1e3 / FLOOR_QUERIES as f64,
+                what: "tokio-postgres simple_query(\"SELECT 1\")",
+            }
+        }
+        ScaleEngine::Neo4j => {
+            let config = neo4rs::ConfigBuilder::default()
+                .uri(uri)
+                .user(user)
+                .password(password)
+                .max_connections(FLOOR_CLIENTS)
+                .build()
+                .expect("a neo4rs config");
+            let graph = Graph::connect(config).expect("a neo4rs graph");
+            let before = own_cpu();
+            stream::iter(0..FLOOR_CLIENTS)
+                .for_each_concurrent(None, |_| async {
+                    for _ in 0..per_client {
+                        graph.run(query("RETURN 1")).await.expect("RETURN 1");
+                    }
+                })
+                .await;
+            Floor {
+                cpu_ms_per_query: (own_cpu() - before).as_secs_f64() * 1e3 / FLOOR_QUERIES as f64,
+                what: "neo4rs Graph::run(\"RETURN 1\"), auto-commit",
+            }
+        }
+    }
+}
+
+/// This process's user + system CPU time so far.
+fn own_cpu() -> Duration {
+    Memory::of(std::process::id()).cpu()
 }
 
 /// Creates the connections concurrently; returns how long it took.
-async fn create_connections(api: &Api<DatabaseConnection>, uri: &str, count: usize) -> Duration {
+async fn create_connections(
+    api: &Api<DatabaseConnection>,
+    engine: ScaleEngine,
+    uri: &str,
+    count: usize,
+) -> Duration {
     let started = Instant::now();
     stream::iter(0..count)
         .map(|i| async move {
-            let obj = connection(&format!("conn-{i:05}"), uri, "shared");
+            let obj = connection(&format!("conn-{i:05}"), engine.name(), uri, "shared");
             api.create(&PostParams::default(), &obj)
                 .await
                 .unwrap_or_else(|e| panic!("create conn-{i:05}: {e}"));
@@ -757,7 +886,7 @@ async fn bench_probe() {
     let machine = machine_state();
     require_neo4j().await;
     let env = TestEnv::get();
-    let spec = connection("probe", env.neo4j_uri(), "unused").spec;
+    let spec = connection("probe", "neo4j", env.neo4j_uri(), "unused").spec;
     let settings = ConnectionSettings::from_spec(&spec).expect("the bench spec is valid");
     let credentials =
         Credentials::login(env.var("NEO4J_USER"), env.neo4j_password(), "unused", "0");
@@ -865,14 +994,14 @@ async fn wait_until_synced(operator: &Operator) -> Duration {
     }
 }
 
-/// A Neo4j DatabaseConnection with every default (health check every 30 s).
-fn connection(name: &str, uri: &str, secret: &str) -> DatabaseConnection {
+/// A DatabaseConnection with every default (health check every 30 s).
+fn connection(name: &str, engine: &str, uri: &str, secret: &str) -> DatabaseConnection {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "dbconn.dev/v1alpha1",
         "kind": "DatabaseConnection",
         "metadata": { "name": name },
         "spec": {
-            "engine": "neo4j",
+            "engine": engine,
             "uri": uri,
             "credentials": { "secretRef": { "name": secret } },
         },
