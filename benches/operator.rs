@@ -719,7 +719,7 @@ fn print_windows(windows: &[Window]) {
     for (label, value) in rows {
         print!("{label:<46}");
         for window in windows {
-            print!(" {:>10.1}", value(window));
+            print!(" {:>10.3}", value(window));
         }
         println!();
     }

@@ -30,6 +30,6 @@ eval "$image_env"   # DBCONN_IMAGE=... DBCONN_IMAGE_ARCHIVE=..., for tests/inclu
 set +a
 echo "[test-incluster] image $DBCONN_IMAGE at $((SECONDS - started))s"
 
-cargo clippy --locked --features incluster --test incluster --test incluster_rollout -- -D warnings
-cargo test --locked --features incluster --test incluster --test incluster_rollout -- --nocapture
+cargo clippy --locked --features incluster --test incluster --test incluster_rollout --test incluster_sharding -- -D warnings
+cargo test --locked --features incluster --test incluster --test incluster_rollout --test incluster_sharding -- --nocapture
 echo "[test-incluster] done in $((SECONDS - started))s"

@@ -1,0 +1,181 @@
+//! Sharded replicas in the cluster (see tests/incluster.rs for what it needs): the chart with
+//! three replicas and `sharding.shards`, connections through PgBouncer, each probed by exactly
+//! one Pod; one Pod deleted, its connections probed by the others within the lease duration and
+//! no Ready lost; the Deployment's new Pod given a share. Set DBCONN_SHARDED_CONNECTIONS for
+//! more connections than the 60 `make test` uses. One test: it changes the one release.
+#![cfg(feature = "incluster")]
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    process::Command,
+};
+
+use common::{
+    TestEnv,
+    cluster::{Cluster, NAMESPACE, eventually},
+};
+
+const SHARDS: u32 = 6;
+/// The operator's default `--lease-duration`, which the chart keeps.
+const LEASE_DURATION: &str = "15s";
+
+fn count() -> usize {
+    std::env::var("DBCONN_SHARDED_CONNECTIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(60)
+}
+
+/// The running operator Pods, by name.
+fn operator_pods(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .kubectl(&[
+            "get",
+            "pods",
+            "-n",
+            NAMESPACE,
+            "-l",
+            "app.kubernetes.io/name=dbconn-operator",
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The connections of `ns` that the operator in `pod` probes (has an up series for).
+fn probed_by(cluster: &Cluster, pod: &str, ns: &str) -> Vec<String> {
+    let ip = cluster.pod_field(pod, "{.status.podIP}");
+    let Ok(out) = Command::new("curl")
+        .args([
+            "-fsS",
+            "--max-time",
+            "5",
+            &format!("http://{ip}:8080/metrics"),
+        ])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let prefix = format!("dbconn_connection_up{{namespace=\"{ns}\",name=\"");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix(&prefix)?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Which Pods probe each connection.
+fn owners(cluster: &Cluster, ns: &str) -> BTreeMap<String, Vec<String>> {
+    let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for pod in operator_pods(cluster) {
+        for name in probed_by(cluster, &pod, ns) {
+            owners.entry(name).or_default().push(pod.clone());
+        }
+    }
+    owners
+}
+
+/// Every connection probed by exactly one Pod, and `replicas` Pods probing some.
+fn split(cluster: &Cluster, ns: &str, replicas: usize) -> bool {
+    let owners = owners(cluster, ns);
+    let pods: BTreeSet<&String> = owners.values().flatten().collect();
+    owners.len() == count() && owners.values().all(|o| o.len() == 1) && pods.len() == replicas
+}
+
+/// Connections whose Ready is not True.
+fn not_ready(cluster: &Cluster, ns: &str) -> Vec<String> {
+    cluster
+        .kubectl(&[
+            "get",
+            "dbconn",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+        ])
+        .lines()
+        .filter(|l| !l.ends_with("=True"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn sharded_replicas_share_the_connections_and_take_over_a_deleted_pods() {
+    let cluster = Cluster::get();
+    let image = std::env::var("DBCONN_IMAGE").unwrap();
+    let shards = format!("sharding.shards={SHARDS}");
+    cluster.helm_upgrade(&image, &["replicaCount=3", &shards]);
+    let ns = cluster.namespace("incluster-shards");
+    let env = TestEnv::get();
+    let mut yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: login\nstringData:\n  username: {}\n  password: {}\n",
+        env.var("POSTGRES_USER"),
+        env.var("POSTGRES_PASSWORD")
+    );
+    for i in 0..count() {
+        yaml.push_str(&format!(
+            "---\napiVersion: dbconn.dev/v1alpha1\nkind: DatabaseConnection\nmetadata:\n  name: c{i:04}\n\
+             spec:\n  engine: postgres\n  uri: postgres://{}:{}/{}?sslmode=disable\n  \
+             credentials:\n    secretRef:\n      name: login\n  healthCheck:\n    interval: 10s\n",
+            cluster.var("CLUSTER_ADDR"),
+            env.var("PGBOUNCER_PORT"),
+            env.var("POSTGRES_DB"),
+        ));
+    }
+    cluster.apply(&ns.name, &yaml);
+    let ready = eventually("every connection Ready", || {
+        not_ready(cluster, &ns.name).is_empty()
+    });
+    let split_after = eventually("each connection probed by exactly one of 3 Pods", || {
+        split(cluster, &ns.name, 3)
+    });
+    let per_pod: Vec<usize> = {
+        let owners = owners(cluster, &ns.name);
+        operator_pods(cluster)
+            .iter()
+            .map(|p| owners.values().filter(|o| o.contains(p)).count())
+            .collect()
+    };
+    println!(
+        "{} connections Ready after {ready:?}; split over 3 Pods {split_after:?} later: {per_pod:?}",
+        count()
+    );
+
+    // A Pod deleted (gracefully, as a drain or a rollout does): it hands its shards back.
+    let victim = operator_pods(cluster)[0].clone();
+    let of_victim = owners(cluster, &ns.name)
+        .values()
+        .filter(|o| o.contains(&victim))
+        .count();
+    cluster.kubectl(&["delete", "pod", "-n", NAMESPACE, &victim, "--wait=false"]);
+    let mut flapped = Vec::new();
+    let taken_over = eventually("the deleted Pod's connections probed by the others", || {
+        flapped.extend(not_ready(cluster, &ns.name));
+        let owners = owners(cluster, &ns.name);
+        owners.len() == count() && owners.values().all(|o| o.len() == 1 && o[0] != victim)
+    });
+    println!(
+        "Pod {victim} deleted: its {of_victim} connections probed by the others {taken_over:?} later (lease duration {LEASE_DURATION})"
+    );
+    // The Deployment's replacement joins and is handed a share.
+    let rebalanced = eventually("three Pods sharing the connections again", || {
+        flapped.extend(not_ready(cluster, &ns.name));
+        split(cluster, &ns.name, 3)
+    });
+    println!("a new Pod took a share {rebalanced:?} after that");
+    flapped.sort();
+    flapped.dedup();
+    assert!(flapped.is_empty(), "Ready was lost meanwhile: {flapped:?}");
+
+    // Back to the chart's defaults for the other in-cluster tests.
+    cluster.helm_upgrade(&image, &[]);
+}
