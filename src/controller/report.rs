@@ -54,7 +54,11 @@ impl Reconciliation<'_> {
                 ..facts
             },
         )
-        .await
+        .await?;
+        // Status shows this figure now: what the next probes (a prober's too) compare with.
+        let written = crate::duration::human(typical);
+        self.state.latency.shown(Some(&written));
+        Ok(())
     }
 
     /// Writes status if it changed (see `status_write`), and emits Events for transitions.
