@@ -15,6 +15,7 @@ pub mod latency;
 pub mod leader;
 pub mod members;
 pub mod metrics;
+pub mod prober;
 pub mod schedule;
 pub mod schema;
 pub mod schema_apply;

@@ -52,13 +52,9 @@ struct Args {
     #[arg(long, env = "DBCONN_SELECTOR")]
     selector: Option<String>,
     /// Split the connections into this many shards, claimed by the running replicas through
-    /// one Lease each (named after --lease-name); 0 to reconcile them all.
-    #[arg(
-        long,
-        env = "DBCONN_SHARDS",
-        default_value_t = 0,
-        conflicts_with = "leader_election"
-    )]
+    /// one Lease each (named after --lease-name); 0 to reconcile them all. Not with
+    /// --leader-election.
+    #[arg(long, env = "DBCONN_SHARDS", default_value_t = 0)]
     shards: u32,
 }
 
@@ -122,6 +118,12 @@ async fn run_operator(args: Args) -> anyhow::Result<()> {
         leader_election = args.leader_election,
         "starting dbconn-operator"
     );
+    // Checked here, not by clap: the chart sets both variables, one of them to its "off".
+    if args.leader_election && args.shards > 0 {
+        anyhow::bail!(
+            "--leader-election and --shards are alternatives: sharded replicas are all active, each on its own shards"
+        );
+    }
     let identity = args
         .identity
         .clone()

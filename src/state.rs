@@ -86,7 +86,7 @@ pub struct ConnectionState {
     /// A failed probe whose status write failed, to report again before the next probe is due.
     pub unreported_failure: Option<EngineError>,
     /// Probes the healthy connection between reconciles; stopped when dropped.
-    pub prober: Option<crate::controller::Prober>,
+    pub prober: Option<crate::prober::Prober>,
 }
 
 impl ConnectionState {

@@ -76,19 +76,10 @@ fn ready(cluster: &Cluster, ns: &str, name: &str) -> String {
 
 /// The `dbconn_connection_up` series of `ns/name`, as the operator in `pod` exports it.
 fn connection_up(cluster: &Cluster, pod: &str, ns: &str, name: &str) -> Option<String> {
-    let ip = cluster.pod_field(pod, "{.status.podIP}");
-    let body = Command::new("curl")
-        .args([
-            "-fsS",
-            "--max-time",
-            "5",
-            &format!("http://{ip}:8080/metrics"),
-        ])
-        .output()
-        .ok()?;
     let series =
         format!(r#"dbconn_connection_up{{namespace="{ns}",name="{name}",engine="postgres"}} "#);
-    String::from_utf8_lossy(&body.stdout)
+    cluster
+        .metrics_of(pod)
         .lines()
         .find_map(|line| line.strip_prefix(&series).map(str::to_owned))
 }

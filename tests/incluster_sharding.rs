@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    process::Command,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::{
     TestEnv,
@@ -28,41 +25,11 @@ fn count() -> usize {
         .unwrap_or(60)
 }
 
-/// The running operator Pods, by name.
-fn operator_pods(cluster: &Cluster) -> Vec<String> {
-    cluster
-        .kubectl(&[
-            "get",
-            "pods",
-            "-n",
-            NAMESPACE,
-            "-l",
-            "app.kubernetes.io/name=dbconn-operator",
-            "--field-selector=status.phase=Running",
-            "-o",
-            "jsonpath={.items[*].metadata.name}",
-        ])
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// The connections of `ns` that the operator in `pod` probes (has an up series for).
 fn probed_by(cluster: &Cluster, pod: &str, ns: &str) -> Vec<String> {
-    let ip = cluster.pod_field(pod, "{.status.podIP}");
-    let Ok(out) = Command::new("curl")
-        .args([
-            "-fsS",
-            "--max-time",
-            "5",
-            &format!("http://{ip}:8080/metrics"),
-        ])
-        .output()
-    else {
-        return Vec::new();
-    };
     let prefix = format!("dbconn_connection_up{{namespace=\"{ns}\",name=\"");
-    String::from_utf8_lossy(&out.stdout)
+    cluster
+        .metrics_of(pod)
         .lines()
         .filter_map(|l| {
             l.strip_prefix(&prefix)?
@@ -76,7 +43,7 @@ fn probed_by(cluster: &Cluster, pod: &str, ns: &str) -> Vec<String> {
 /// Which Pods probe each connection.
 fn owners(cluster: &Cluster, ns: &str) -> BTreeMap<String, Vec<String>> {
     let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for pod in operator_pods(cluster) {
+    for pod in cluster.operator_pods() {
         for name in probed_by(cluster, &pod, ns) {
             owners.entry(name).or_default().push(pod.clone());
         }
@@ -140,7 +107,8 @@ fn sharded_replicas_share_the_connections_and_take_over_a_deleted_pods() {
     });
     let per_pod: Vec<usize> = {
         let owners = owners(cluster, &ns.name);
-        operator_pods(cluster)
+        cluster
+            .operator_pods()
             .iter()
             .map(|p| owners.values().filter(|o| o.contains(p)).count())
             .collect()
@@ -151,7 +119,7 @@ fn sharded_replicas_share_the_connections_and_take_over_a_deleted_pods() {
     );
 
     // A Pod deleted (gracefully, as a drain or a rollout does): it hands its shards back.
-    let victim = operator_pods(cluster)[0].clone();
+    let victim = cluster.operator_pods()[0].clone();
     let of_victim = owners(cluster, &ns.name)
         .values()
         .filter(|o| o.contains(&victim))

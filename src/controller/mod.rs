@@ -7,7 +7,6 @@
 mod binding;
 mod fresh;
 mod probe;
-mod prober;
 mod report;
 mod resolve;
 mod schema;
@@ -29,8 +28,7 @@ use kube::{
 };
 use tracing::{Instrument, debug, info_span};
 
-use prober::Heard;
-pub use prober::Prober;
+use probe::Heard;
 pub use watches::{Partition, Scope, run};
 
 use crate::{
@@ -247,7 +245,7 @@ impl Reconciliation<'_> {
         };
 
         let inputs = probe::inputs(self.obj, &settings, &credentials);
-        let result = match prober::listen(self.state, inputs) {
+        let result = match probe::listen(self.state, inputs) {
             Heard::StillProbing => {
                 self.between_probes(&settings, &credentials, facts).await?;
                 return Ok(Action::requeue(schedule::resync()));

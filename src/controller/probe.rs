@@ -12,15 +12,13 @@ use kube::runtime::{
 };
 use tracing::debug;
 
-use super::{
-    Error, Reconciliation, binding,
-    prober::{self, Prober},
-};
+use super::{Error, Reconciliation, binding};
 use crate::{
     api::DatabaseConnection,
     credentials::Credentials,
     engine::{EngineError, FailureClass},
     members::MemberFacts,
+    prober::{self, News, Probed, Prober, bounded},
     schedule,
     settings::ConnectionSettings,
     state::{ConnectionState, PoolEntry, pool_fingerprint},
@@ -41,13 +39,6 @@ pub fn inputs(
     obj.metadata.generation.hash(&mut hasher);
     pool_fingerprint(settings, credentials).hash(&mut hasher);
     hasher.finish()
-}
-
-/// A successful probe: its round trip, and whether it was the pool's first (which includes
-/// opening a connection, so it says little about the server's usual latency).
-pub struct Probed {
-    pub latency: Duration,
-    pub cold: bool,
 }
 
 /// Opens (or reuses) the pool and probes it within the health-check timeout.
@@ -109,21 +100,40 @@ pub async fn run(
     }
 }
 
-/// Runs one probe within `healthCheck.timeout`; returns its answer and round trip.
-pub async fn bounded<T>(
-    settings: &ConnectionSettings,
-    credentials: &Credentials,
-    attempt: impl Future<Output = Result<T, EngineError>>,
-) -> Result<(T, Duration), EngineError> {
-    // tokio's clock, which tests can pause and advance; the same as the system's otherwise.
-    let started = tokio::time::Instant::now();
-    match tokio::time::timeout(settings.health.timeout, attempt).await {
-        Ok(Ok(answer)) => Ok((answer, started.elapsed())),
-        Ok(Err(error)) => Err(crate::engine::tls::refused_client_cert(error, credentials)),
-        Err(_elapsed) => Err(EngineError::Timeout {
-            endpoint: settings.endpoint.clone(),
-            timeout: settings.health.timeout,
-        }),
+/// What a reconcile hears from the connection's prober.
+pub enum Heard {
+    /// No prober ran, or it ran for other inputs: probe as scheduled.
+    Nothing,
+    /// It is probing and has nothing to report.
+    StillProbing,
+    /// It stopped on this probe, which the reconcile reports instead of probing again.
+    Probed(Result<Probed, EngineError>),
+}
+
+/// Takes the prober's news, if any; a prober that stopped leaves the connection's memory.
+pub fn listen(state: &mut ConnectionState, inputs: u64) -> Heard {
+    let Some(prober) = &state.prober else {
+        return Heard::Nothing;
+    };
+    if prober.inputs != inputs {
+        // The spec or a Secret changed: its pool is not the one to probe now.
+        state.prober = None;
+        return Heard::Nothing;
+    }
+    let Some((news, latency)) = prober.news() else {
+        return Heard::StillProbing;
+    };
+    state.prober = None;
+    state.latency = latency;
+    if let Some(entry) = &mut state.pool {
+        entry.last_used = std::time::Instant::now();
+    }
+    match news {
+        News::Probed(result) => Heard::Probed(result),
+        News::Renew => {
+            state.next_probe = None;
+            Heard::Nothing
+        }
     }
 }
 
@@ -347,5 +357,148 @@ impl Reconciliation<'_> {
             secondary: None,
         };
         self.publish(event).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::VecDeque,
+        sync::{Arc, Mutex},
+    };
+
+    use futures::{FutureExt, StreamExt, channel::mpsc, future::BoxFuture};
+
+    use super::*;
+    use crate::{
+        api::ServerInfo,
+        engine::Pool,
+        fixtures,
+        latency::LatencyTracker,
+        metrics::Metrics,
+        prober::{Key, Start},
+        state::PoolEntry,
+    };
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    /// Answers pings from a script: `Ok(latency)` after that long, or the error at once.
+    struct Scripted(Mutex<VecDeque<Result<Duration, EngineError>>>);
+
+    impl Pool for Scripted {
+        fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
+            let answer = self.0.lock().unwrap().pop_front().expect("script ran out");
+            async move {
+                tokio::time::sleep(answer.clone().unwrap_or_default()).await;
+                answer.map(drop)
+            }
+            .boxed()
+        }
+
+        fn identify(&self) -> BoxFuture<'_, Result<ServerInfo, EngineError>> {
+            unreachable!("a prober only pings")
+        }
+    }
+
+    /// A connection's memory with a prober running on `script`, and where it wakes.
+    fn probing(
+        script: Vec<Result<Duration, EngineError>>,
+        settings: ConnectionSettings,
+    ) -> (ConnectionState, mpsc::UnboundedReceiver<Key>) {
+        let pool: Arc<dyn Pool> = Arc::new(Scripted(Mutex::new(script.into())));
+        let (wake, woken) = mpsc::unbounded();
+        let mut latency = LatencyTracker::default();
+        latency.shown(Some("2ms"));
+        let now = std::time::Instant::now();
+        let state = ConnectionState {
+            pool: Some(PoolEntry {
+                pool: pool.clone(),
+                built_from: 0,
+                created: now,
+                last_used: now,
+                server: None,
+            }),
+            prober: Some(Prober::start(Start {
+                key: Key::new("graph").within("apps"),
+                inputs: 7,
+                pool,
+                pool_created: now,
+                settings,
+                credentials: Credentials::default(),
+                labels: None,
+                latency,
+                metrics: Arc::new(Metrics::default()),
+                wake,
+            })),
+            ..Default::default()
+        };
+        (state, woken)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steady_probes_wake_no_one_and_a_failure_is_handed_over() {
+        let refused = EngineError::Unreachable {
+            endpoint: "127.0.0.1:7687".into(),
+            detail: "connection refused".into(),
+        };
+        let mut script = vec![Ok(MS(2)); 20];
+        script.push(Err(refused));
+        let (mut state, mut woken) = probing(script, fixtures::neo4j_settings());
+        tokio::task::yield_now().await;
+        assert!(matches!(listen(&mut state, 7), Heard::StillProbing));
+        let key = woken.next().await.expect("woken");
+        assert_eq!(key.name, "graph");
+        match listen(&mut state, 7) {
+            Heard::Probed(Err(EngineError::Unreachable { detail, .. })) => {
+                assert_eq!(detail, "connection refused");
+            }
+            _ => panic!("the failure is handed over"),
+        }
+        assert!(state.prober.is_none(), "a prober that stopped is gone");
+        assert_eq!(
+            state.latency.median(),
+            Some(MS(2)),
+            "its latencies come back"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_material_latency_move_is_handed_over_unrecorded() {
+        let mut script = vec![Ok(MS(2)); 5];
+        script.extend(vec![Ok(MS(400)); 10]);
+        let (mut state, mut woken) = probing(script, fixtures::neo4j_settings());
+        woken.next().await.expect("woken");
+        let Heard::Probed(Ok(probed)) = listen(&mut state, 7) else {
+            panic!("a latency move is handed over");
+        };
+        assert_eq!(probed.latency, MS(400));
+        let typical = state.latency.observe(probed.latency);
+        assert!(
+            state.latency.worth_recording(typical),
+            "the reconcile finds it worth a status write, as the prober did"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_inputs_stop_the_prober() {
+        let (mut state, mut woken) = probing(vec![Ok(MS(2)); 100], fixtures::neo4j_settings());
+        assert!(matches!(listen(&mut state, 8), Heard::Nothing));
+        assert!(state.prober.is_none());
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(
+            woken.next().now_or_never().flatten().is_none(),
+            "a stopped prober wakes no one"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pool_past_its_lifetime_is_renewed_by_a_probe_at_once() {
+        let mut settings = fixtures::neo4j_settings();
+        settings.pool.max_lifetime = settings.health.interval * 3;
+        let (mut state, mut woken) = probing(vec![Ok(MS(2)); 100], settings);
+        state.next_probe = Some(std::time::Instant::now() + Duration::from_secs(3600));
+        woken.next().await.expect("woken");
+        assert!(matches!(listen(&mut state, 7), Heard::Nothing));
+        assert_eq!(state.next_probe, None, "a probe is due now");
     }
 }

@@ -123,6 +123,11 @@ impl Cluster {
     }
 
     pub fn operator_pod(&self) -> String {
+        self.operator_pods().into_iter().next().unwrap_or_default()
+    }
+
+    /// The running operator Pods, by name.
+    pub fn operator_pods(&self) -> Vec<String> {
         self.kubectl(&[
             "get",
             "pods",
@@ -132,8 +137,26 @@ impl Cluster {
             "app.kubernetes.io/name=dbconn-operator",
             "--field-selector=status.phase=Running",
             "-o",
-            "jsonpath={.items[0].metadata.name}",
+            "jsonpath={.items[*].metadata.name}",
         ])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+    }
+
+    /// The operator's /metrics in `pod`, by the Pod's IP; empty when it does not answer.
+    pub fn metrics_of(&self, pod: &str) -> String {
+        let ip = self.pod_field(pod, "{.status.podIP}");
+        Command::new("curl")
+            .args([
+                "-fsS",
+                "--max-time",
+                "5",
+                &format!("http://{ip}:8080/metrics"),
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 
     /// A namespace of its own for one test, deleted when the test ends (the real
