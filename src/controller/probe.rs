@@ -78,26 +78,11 @@ pub async fn run(
     let outcome = bounded(settings, credentials, attempt).await;
     entry.last_used = Instant::now();
     let (server, latency) = outcome?;
-    let Some(server) = server else {
-        return Ok(Probed {
-            latency,
-            cold: false,
-        });
-    };
-    entry.server = Some(server);
-    // The identifying query paid for opening the connection. A ping on it now gives the
-    // server's usual round trip, so the first figure status shows is not replaced by a status
-    // write a minute later (at 10,000 connections, 10,000 writes).
-    match bounded(settings, credentials, entry.pool.ping()).await {
-        Ok(((), warm)) => Ok(Probed {
-            latency: warm,
-            cold: false,
-        }),
-        Err(_) => Ok(Probed {
-            latency,
-            cold: true,
-        }),
+    let cold = server.is_some();
+    if server.is_some() {
+        entry.server = server;
     }
+    Ok(Probed { latency, cold })
 }
 
 /// What a reconcile hears from the connection's prober.
