@@ -291,8 +291,9 @@ impl Reconciliation<'_> {
             self.state.unreported_failure = None;
             return Ok(());
         }
-        if self.state.prober.is_some() {
-            return self.reassert(settings, credentials, facts).await;
+        if let Some(prober) = &self.state.prober {
+            let latency = prober.latency();
+            return self.reassert(settings, credentials, facts, latency).await;
         }
         let binding = binding::sync(self.ctx, self.obj, self.state, settings, credentials).await;
         if binding.is_some() {

@@ -17,6 +17,7 @@ use crate::{
     api::DatabaseConnection,
     credentials::Credentials,
     engine::{EngineError, FailureClass},
+    latency::LatencyTracker,
     members::MemberFacts,
     prober::{self, News, Probed, Prober, bounded},
     schedule,
@@ -224,12 +225,13 @@ impl Reconciliation<'_> {
 
     /// A reconcile while the prober has nothing new: status says what the probes find
     /// (restored, should someone else have changed it), and the binding Secret is as it should
-    /// be. No probe: the prober's are recent enough.
+    /// be. No probe: the prober's are recent enough, and `latency` holds them.
     pub(super) async fn reassert(
         &mut self,
         settings: &ConnectionSettings,
         credentials: &Credentials,
         facts: Facts,
+        mut latency: LatencyTracker,
     ) -> Result<(), Error> {
         let binding = binding::sync(self.ctx, self.obj, self.state, settings, credentials).await;
         let server = self
@@ -243,11 +245,6 @@ impl Reconciliation<'_> {
             endpoint: &settings.endpoint,
             user: credentials.login.as_ref().map(|l| l.username.as_str()),
         };
-        let mut latency = self
-            .state
-            .prober
-            .as_ref()
-            .map_or_else(|| self.state.latency.clone(), Prober::latency);
         let shown = self.obj.status.as_ref().and_then(|s| s.probe.as_ref());
         latency.shown(shown.and_then(|p| p.latency.as_deref()));
         let figure = latency
