@@ -1,5 +1,5 @@
 # The few commands people run; CI runs `make test`.
-.PHONY: demo demo-host test test-incluster report down crds lint image cluster-up cluster-down
+.PHONY: demo demo-host test test-incluster report soak down crds lint image cluster-up cluster-down
 
 demo: ## the user's path: a single-node cluster, the image built here, `helm install` of the chart, examples, `kubectl get dbconn`
 	bash scripts/cluster-demo.sh
@@ -16,6 +16,9 @@ test-incluster: ## the chart installed into the cluster, tested there (tests/inc
 report: ## fault, load, bad-input and security scenarios, printed as one table (scripts/reliability-report.sh)
 	bash scripts/reliability-report.sh
 
+soak: ## an hour of faults on 1,000 connections, status judged against the truth (scripts/soak.sh; not in CI)
+	bash scripts/soak.sh
+
 down: ## stop the demo / test environment
 	-if [ -f /tmp/dbconn-testenv/operator.pid ]; then kill $$(cat /tmp/dbconn-testenv/operator.pid) 2>/dev/null; rm -f /tmp/dbconn-testenv/operator.pid; fi
 	bash tests/testenv/testenv.sh cluster-down
@@ -27,7 +30,10 @@ image: ## the operator image, built here with buildah (scripts/image.sh); import
 cluster-up: ## a single-node cluster that runs Pods (tests/testenv/lib/cluster.sh), beside the test environment
 	bash tests/testenv/testenv.sh cluster-up
 
-cluster-down: ## stop it and remove what it set up on the host
+cluster-soak: ## an hour of faults on 1,000 connections, status judged against the truth (scripts/soak.sh; not in CI)
+	bash scripts/soak.sh
+
+down: ## stop it and remove what it set up on the host
 	bash tests/testenv/testenv.sh cluster-down
 
 crds: ## regenerate crds/ from the Rust types, the chart's CRD template from crds/, and the README's engine table

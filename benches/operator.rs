@@ -30,6 +30,7 @@ use std::{
 
 use common::{
     Operator, TestEnv, TestNamespace, apply, client, install_crd,
+    measure::{Memory, refuse_if_another_operator_reconciles},
     neo4j::{admin, create_user, set_password, unique_user},
     neo4j_connection_yaml, secret_yaml,
 };
@@ -747,94 +748,12 @@ async fn counter(operator: &Operator, name: &str) -> u64 {
 }
 
 /// The operator process's memory, from /proc/PID/status.
-struct Memory {
-    pid: u32,
-    peak_rss_kib: u64,
-}
-
-impl Memory {
-    fn of(pid: u32) -> Self {
-        Self {
-            pid,
-            peak_rss_kib: 0,
-        }
-    }
-
-    fn sample(&mut self) {
-        self.peak_rss_kib = self.peak_rss_kib.max(self.read("VmRSS:"));
-    }
-
-    /// User + system CPU time so far, from /proc/PID/stat (in clock ticks of 1/100 s, the
-    /// Linux USER_HZ every architecture reports there).
-    fn cpu(&self) -> Duration {
-        let path = format!("/proc/{}/stat", self.pid);
-        let stat = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {path} (did the operator exit?): {e}"));
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        // After the command name: state is field 3, utime 14 and stime 15 (1-based).
-        let ticks: u64 = [11, 12]
-            .iter()
-            .map(|&i| {
-                fields
-                    .get(i)
-                    .and_then(|f| f.parse::<u64>().ok())
-                    .unwrap_or(0)
-            })
-            .sum();
-        Duration::from_millis(ticks * 10)
-    }
-
-    /// A `kB` field of /proc/PID/status; panics if the process is gone.
-    fn read(&self, field: &str) -> u64 {
-        let path = format!("/proc/{}/status", self.pid);
-        let status = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {path} (did the operator exit?): {e}"));
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(field))
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in {path}"))
-    }
-}
-
 /// Sleeps until `until`, sampling memory every 500 ms.
 async fn sample_until(memory: &mut Memory, until: Instant) {
     let mut ticker = tokio::time::interval(SCALE_POLL);
     while Instant::now() < until {
         ticker.tick().await;
         memory.sample();
-    }
-}
-
-/// How long the canary waits for another operator to write its status.
-const CANARY_WAIT: Duration = Duration::from_secs(5);
-
-/// Refuses to measure while another operator reconciles this apiserver's objects (the host
-/// operator of `make demo-host` watches every namespace): its work would be counted as ours.
-/// A canary connection is created in `ns` before the bench's operator starts; whoever writes
-/// its status is another operator.
-async fn refuse_if_another_operator_reconciles(client: &Client, ns: &str) {
-    apply(
-        ns,
-        &neo4j_connection_yaml("canary", "bolt://127.0.0.1:1", "no-such-secret"),
-    );
-    tokio::time::sleep(CANARY_WAIT).await;
-    let api: Api<DatabaseConnection> = Api::namespaced(client.clone(), ns);
-    let canary = api.get("canary").await.expect("read the canary connection");
-    api.delete("canary", &DeleteParams::default())
-        .await
-        .expect("delete the canary connection");
-    if canary.status.is_some() {
-        eprintln!(
-            "another dbconn-operator reconciles this apiserver's objects (it wrote the status of \
-             the canary connection in {ns} within {CANARY_WAIT:?}), so the figures would count \
-             its work as this operator's. Stop it (`make down`, or the process `pgrep -a \
-             dbconn-operator` shows) and run the bench again."
-        );
-        std::process::exit(2);
     }
 }
 

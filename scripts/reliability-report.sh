@@ -12,18 +12,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/dbconn-operator/target}
-testenv=tests/testenv/testenv.sh
-
-# Not `status | grep -q`: under pipefail, grep's early exit makes `status` fail with SIGPIPE.
-if [[ $(bash "$testenv" status) == *": stopped"* ]]; then
-  trap 'bash "$testenv" down >/dev/null 2>&1 || true' EXIT
-  bash "$testenv" up >/dev/null
-fi
-set -a
-# shellcheck disable=SC1090
-source <(bash "$testenv" env)
-set +a
+# shellcheck source=scripts/use-testenv.sh
+source scripts/use-testenv.sh
 
 DBCONN_REPORT_DIR=$(mktemp -d "${TMPDIR:-/tmp}/dbconn-report.XXXXXX")
 export DBCONN_REPORT_DIR

@@ -307,7 +307,8 @@ pub struct HealthCheckSpec {
     /// Longest a probe may take before it counts as failed.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
-    /// Consecutive failed probes before a connection that was Ready turns not Ready.
+    /// Consecutive failed probes before a connection that was Ready under the current spec
+    /// turns not Ready.
     #[serde(default = "default_failure_threshold")]
     #[schemars(range(min = 1, max = 100))]
     pub failure_threshold: u32,

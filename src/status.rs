@@ -80,7 +80,7 @@ pub fn desired(
     generation: Option<i64>,
     now: Timestamp,
 ) -> DatabaseConnectionStatus {
-    let mut changes = outcome_changes(previous, outcome);
+    let mut changes = outcome_changes(previous, outcome, generation);
     changes.push(tls_change(facts.insecure_tls));
     if let Some((_, condition)) = &facts.schema {
         changes.push(Change::Set(condition.clone()));
@@ -133,7 +133,11 @@ fn tls_change(insecure: Option<bool>) -> Change {
     }
 }
 
-fn outcome_changes(previous: &DatabaseConnectionStatus, outcome: &Outcome<'_>) -> Vec<Change> {
+fn outcome_changes(
+    previous: &DatabaseConnectionStatus,
+    outcome: &Outcome<'_>,
+    generation: Option<i64>,
+) -> Vec<Change> {
     let set = |type_, status, reason, message: String| {
         Change::Set(Desired::new(type_, status, reason, message))
     };
@@ -229,7 +233,13 @@ fn outcome_changes(previous: &DatabaseConnectionStatus, outcome: &Outcome<'_>) -
             error,
             consecutive_failures,
             failure_threshold,
-        } => failure_changes(previous, error, *consecutive_failures, *failure_threshold),
+        } => failure_changes(
+            previous,
+            error,
+            *consecutive_failures,
+            *failure_threshold,
+            generation,
+        ),
     }
 }
 
@@ -238,6 +248,7 @@ fn failure_changes(
     error: &EngineError,
     failures: u32,
     threshold: u32,
+    generation: Option<i64>,
 ) -> Vec<Change> {
     let reason = error.reason();
     let message = format!(
@@ -264,7 +275,10 @@ fn failure_changes(
             message.clone(),
         )));
     }
-    let was_ready = conditions::is_true(&previous.conditions, READY);
+    // Only a Ready earned under this generation of the spec rides out a few failures: one from
+    // before an edit (a new URI, port or login) says nothing about the spec as it is now.
+    let was_ready = conditions::find(&previous.conditions, READY)
+        .is_some_and(|r| r.status == "True" && r.observed_generation == generation);
     let tolerated = was_ready && error.class() == FailureClass::Transient && failures < threshold;
     if !tolerated {
         changes.push(Change::Set(Desired::new(
@@ -432,6 +446,26 @@ mod tests {
                 ready_condition.reason.as_str()
             ),
             ("False", "Unreachable")
+        );
+    }
+
+    #[test]
+    fn a_ready_connection_edited_reports_the_first_failure_at_once() {
+        let ready = connected(&Default::default());
+        let outcome = Outcome::Failed {
+            error: &unreachable(),
+            consecutive_failures: 1,
+            failure_threshold: 3,
+        };
+        let edited = desired(&ready, &outcome, &Facts::default(), Some(2), now());
+        let ready_condition = find(&edited.conditions, READY).unwrap();
+        assert_eq!(
+            (
+                ready_condition.status.as_str(),
+                ready_condition.reason.as_str(),
+                ready_condition.observed_generation
+            ),
+            ("False", "Unreachable", Some(2))
         );
     }
 

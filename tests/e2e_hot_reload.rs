@@ -7,14 +7,18 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    Harness, TestEnv, condition_reason, eventually, kubectl_ok,
+    Harness, TestEnv, condition_reason, condition_status, eventually, kubectl_ok,
     neo4j::{create_user, set_password, unique_user},
     neo4j_connection_yaml,
     proxy::CountingProxy,
     secret_yaml,
 };
 use dbconn_operator::api::DatabaseConnection;
-use kube::Api;
+use futures::StreamExt;
+use kube::{
+    Api,
+    runtime::{WatchStreamExt, watcher},
+};
 
 fn credentials_version(obj: &DatabaseConnection) -> String {
     obj.status
@@ -160,6 +164,56 @@ async fn uri_edits_take_effect_and_metrics_follow_until_deletion() {
             .contains("name=\"graph\"")
     })
     .await;
+}
+
+/// A Ready connection rides out a few failed probes (`failureThreshold`, 3 here), but only
+/// under the spec that earned it: an edit that points it at no server must never show Ready=True
+/// with the new generation observed, or `kubectl wait` and kstatus would pass a broken spec.
+/// A watch sees every status written in between (found by the soak, issue 19).
+#[tokio::test]
+async fn an_edit_to_a_dead_uri_is_never_ready_under_the_new_generation() {
+    let h = Harness::start("edit-dead").await;
+    let env = TestEnv::get();
+    h.neo4j_login("login");
+    let manifest = neo4j_connection_yaml("graph", env.neo4j_uri(), "login")
+        .replace("failureThreshold: 1", "failureThreshold: 3");
+    h.apply(&manifest);
+    let ready = h.wait("graph", "Ready", "True", None).await;
+    let edited = ready.metadata.generation.unwrap() + 1;
+
+    let api: Api<DatabaseConnection> = Api::namespaced(h.client.clone(), &h.ns);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let watch = tokio::spawn(async move {
+        let mut versions = watcher(api, watcher::Config::default())
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(obj)) = versions.next().await {
+            sink.lock().unwrap().push(obj);
+        }
+    });
+    h.apply(&manifest.replace(env.neo4j_uri(), "bolt://127.0.0.1:1"));
+    h.wait("graph", "Ready", "False", Some("Unreachable")).await;
+    // The watch delivers in order: once it has the not-Ready status, it has all before it.
+    eventually("the watch to see the not-Ready status", async || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|o| condition_status(o, "Ready") == "False")
+    })
+    .await;
+    watch.abort();
+    let seen = seen.lock().unwrap();
+    let false_ready: Vec<_> = seen
+        .iter()
+        .filter(|o| o.status.as_ref().and_then(|s| s.observed_generation) == Some(edited))
+        .filter(|o| condition_status(o, "Ready") == "True")
+        .map(|o| serde_json::to_string(&o.status).unwrap())
+        .collect();
+    assert!(
+        false_ready.is_empty(),
+        "Ready=True with generation {edited} (a URI with no server) observed: {false_ready:?}"
+    );
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ pub mod fault;
 pub mod fuzz;
 pub mod http;
 pub mod mariadb;
+pub mod measure;
 pub mod mtls;
 pub mod neo4j;
 pub mod pgpair;

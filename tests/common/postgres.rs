@@ -66,6 +66,20 @@ pub async fn set_password(name: &str, password: &str) {
         .unwrap_or_else(|e| panic!("change the password of PostgreSQL role {name}: {e}"));
 }
 
+/// Drops a role a test created, ending its sessions first.
+pub async fn drop_role(name: &str) -> Result<(), String> {
+    admin()
+        .await
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}; \
+             DROP ROLE IF EXISTS {}",
+            literal(name),
+            identifier(name)
+        ))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Open sessions of `role` on the server, as pg_stat_activity shows them.
 pub async fn sessions_of(role: &str) -> i64 {
     admin()
