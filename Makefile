@@ -30,10 +30,7 @@ image: ## the operator image, built here with buildah (scripts/image.sh); import
 cluster-up: ## a single-node cluster that runs Pods (tests/testenv/lib/cluster.sh), beside the test environment
 	bash tests/testenv/testenv.sh cluster-up
 
-cluster-soak: ## an hour of faults on 1,000 connections, status judged against the truth (scripts/soak.sh; not in CI)
-	bash scripts/soak.sh
-
-down: ## stop it and remove what it set up on the host
+cluster-down: ## stop it and remove what it set up on the host
 	bash tests/testenv/testenv.sh cluster-down
 
 crds: ## regenerate crds/ from the Rust types, the chart's CRD template from crds/, and the README's engine table
