@@ -178,9 +178,12 @@ impl Soak {
     async fn apiserver_restart(&mut self) -> Row {
         let outage = blocking(|| Outage::stop("apiserver"));
         tokio::time::sleep(APISERVER_DOWN).await;
+        // A replica that cannot renew its shard Leases stops using those shards (another may
+        // take them over once they expire), closing their pools.
+        let held = self.replicas.shards_held().await;
         blocking(|| outage.end());
         Row {
-            what: "status writes wait; probes go on".into(),
+            what: format!("shards held by a, b as it came back: {held:?}"),
             settled: self.settle().await,
             ..Row::empty()
         }

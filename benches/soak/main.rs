@@ -169,8 +169,9 @@ async fn main() {
     let unsettled = rows.iter().filter(|r| r.settled.is_err()).count();
     println!("- faults after which status did not match the truth within 5 min: {unsettled}");
     let (slope, points) = rss_slope(&rows);
+    let (late_slope, late_points) = rss_slope(&rows[rows.len() / 2..]);
     println!(
-        "- replica a's RSS after each fault settled: {points} points, {:.1} -> {:.1} MiB, slope {slope:+.2} MiB/hour (least squares)",
+        "- replica a's RSS after each fault settled: {points} points, {:.1} -> {:.1} MiB, slope {slope:+.2} MiB/hour (least squares); over the second half ({late_points} points) {late_slope:+.2} MiB/hour",
         rows.first().map_or(0.0, |r| r.rss_mib.0),
         rows.last().map_or(0.0, |r| r.rss_mib.0),
     );
