@@ -16,5 +16,4 @@ source scripts/use-testenv.sh
 
 # 1,000 connections: the operator replicas and the soak's proxies hold a socket or two each.
 ulimit -n "$(ulimit -Hn)"
-cargo bench --locked --bench soak --no-run
 cargo bench --locked --bench soak -- "$@" | tee "$out"

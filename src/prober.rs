@@ -27,9 +27,6 @@ use crate::{
     settings::ConnectionSettings,
 };
 
-/// The connection a prober wakes the reconcile of.
-pub type Key = ObjectRef<DatabaseConnection>;
-
 /// A running prober, and what it found.
 pub struct Prober {
     /// The probe inputs (`probe::inputs`) it was started for: other inputs mean probing anew.
@@ -55,7 +52,9 @@ pub enum News {
 
 /// Everything a prober works with, cloned from the reconcile that starts it.
 pub struct Start {
-    pub key: Key,
+    /// The connection whose reconcile it wakes (`state::Key`, spelled out: state.rs holds
+    /// the prober, so the prober does not depend on it).
+    pub key: ObjectRef<DatabaseConnection>,
     pub inputs: u64,
     pub pool: Arc<dyn Pool>,
     pub pool_created: std::time::Instant,
@@ -64,7 +63,7 @@ pub struct Start {
     pub labels: Option<ConnectionLabels>,
     pub latency: LatencyTracker,
     pub metrics: Arc<Metrics>,
-    pub wake: UnboundedSender<Key>,
+    pub wake: UnboundedSender<ObjectRef<DatabaseConnection>>,
 }
 
 impl Prober {

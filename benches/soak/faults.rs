@@ -85,6 +85,14 @@ impl Fault {
 pub struct Row {
     pub at: Duration,
     pub fault: Fault,
+    pub found: Finding,
+    /// Logins the operator attempted (connections through the proxies) during the fault.
+    pub connects: u64,
+    pub rss_mib: (f64, f64),
+}
+
+/// What one fault found.
+pub struct Finding {
     pub what: String,
     pub affected: usize,
     /// How long until status said not Ready, where the fault should have made it so.
@@ -93,9 +101,19 @@ pub struct Row {
     pub still_ready: Option<usize>,
     /// From the fault's end until status matched the truth, or what still did not.
     pub settled: Result<Duration, String>,
-    /// Logins the operator attempted (connections through the proxies) during the fault.
-    pub connects: u64,
-    pub rss_mib: (f64, f64),
+}
+
+impl Finding {
+    /// A fault that should turn no connection not Ready.
+    fn quiet(what: String, affected: usize, settled: Result<Duration, String>) -> Self {
+        Self {
+            what,
+            affected,
+            detected: None,
+            still_ready: None,
+            settled,
+        }
+    }
 }
 
 pub struct Soak {
@@ -127,7 +145,7 @@ impl Soak {
     pub async fn run(&mut self, fault: Fault) -> Row {
         let at = self.started.elapsed();
         let connects = self.fleet.connects();
-        let mut row = match fault {
+        let found = match fault {
             Fault::Neo4jKilled => self.outage("neo4j", &[Server::Neo4j]).await,
             Fault::PostgresCrashed => {
                 self.outage("postgres", &[Server::Postgres, Server::PgBouncer])
@@ -141,21 +159,30 @@ impl Soak {
             Fault::Edited => self.edit().await,
             Fault::Recreated => self.recreate().await,
         };
-        row.at = at;
-        row.fault = fault;
-        row.connects = self.fleet.connects() - connects;
-        row.rss_mib = self.replicas.rss_mib();
-        row
+        Row {
+            at,
+            fault,
+            found,
+            connects: self.fleet.connects() - connects,
+            rss_mib: self.replicas.rss_mib(),
+        }
+    }
+
+    /// Waits out a fault's [`OUTAGE`]; returns how many of `names` were still Ready
+    /// [`STALE_CHECK`] into it.
+    async fn hold(&self, names: &[String]) -> usize {
+        tokio::time::sleep(STALE_CHECK).await;
+        let still_ready = self.count_ready(names).await;
+        tokio::time::sleep(OUTAGE - STALE_CHECK).await;
+        still_ready
     }
 
     /// A server down for [`OUTAGE`]: `service` is its name in testenv.sh.
-    async fn outage(&mut self, service: &'static str, servers: &[Server]) -> Row {
+    async fn outage(&mut self, service: &'static str, servers: &[Server]) -> Finding {
         let names = self.fleet.on(servers);
         let down = SystemTime::now();
         let outage = blocking(|| Outage::kill(service));
-        tokio::time::sleep(STALE_CHECK).await;
-        let still_ready = self.count_ready(&names).await;
-        tokio::time::sleep(OUTAGE - STALE_CHECK).await;
+        let still_ready = self.hold(&names).await;
         let restarting = SystemTime::now();
         blocking(|| outage.end());
         self.truth.outages.push(truth::Outage {
@@ -165,40 +192,37 @@ impl Soak {
         });
         let detected = self.detected(&names, down, restarting);
         let settled = self.settle().await;
-        Row {
+        Finding {
             what: format!("{} back after {:.1} s", service, since(down).as_secs_f64()),
             affected: names.len(),
             detected: Some(detected),
             still_ready: Some(still_ready),
             settled,
-            ..Row::empty()
         }
     }
 
-    async fn apiserver_restart(&mut self) -> Row {
+    async fn apiserver_restart(&mut self) -> Finding {
         let outage = blocking(|| Outage::stop("apiserver"));
         tokio::time::sleep(APISERVER_DOWN).await;
         // A replica that cannot renew its shard Leases stops using those shards (another may
         // take them over once they expire), closing their pools.
         let held = self.replicas.shards_held().await;
         blocking(|| outage.end());
-        Row {
-            what: format!("shards held by a, b as it came back: {held:?}"),
-            settled: self.settle().await,
-            ..Row::empty()
-        }
+        Finding::quiet(
+            format!("shards held by a, b as it came back: {held:?}"),
+            0,
+            self.settle().await,
+        )
     }
 
-    async fn replica_killed(&mut self) -> Row {
+    async fn replica_killed(&mut self) -> Finding {
         let (_, held_by_b) = self.replicas.shards_held().await;
         let killed = Instant::now();
         self.replicas.kill_b();
         let takeover = loop {
             if self.replicas.shards_held().await.0 == SHARDS {
-                break format!(
-                    "a held all {SHARDS} shards after {:.1} s",
-                    since_instant(killed)
-                );
+                let after = killed.elapsed().as_secs_f64();
+                break format!("a held all {SHARDS} shards after {after:.1} s");
             }
             if killed.elapsed() > SETTLE_LIMIT {
                 break format!("a did not take all {SHARDS} shards in {SETTLE_LIMIT:?}");
@@ -206,11 +230,11 @@ impl Soak {
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
         self.replicas.start_b();
-        Row {
-            what: format!("b held {held_by_b}; {takeover}; b started again"),
-            settled: self.settle().await,
-            ..Row::empty()
-        }
+        Finding::quiet(
+            format!("b held {held_by_b}; {takeover}; b started again"),
+            0,
+            self.settle().await,
+        )
     }
 
     /// The next login whose password the soak may change, among those some connection uses.
@@ -222,44 +246,40 @@ impl Soak {
         rotatable[self.rotations % rotatable.len()]
     }
 
-    async fn rotation(&mut self) -> Row {
+    async fn rotation(&mut self) -> Finding {
         let login = self.next_rotatable();
         let password = new_password();
         self.fleet.set_server_password(login, &password).await;
         self.fleet.write_secret(login, &password).await;
-        Row {
-            what: format!("Secret {}", self.fleet.logins[login].secret),
-            affected: self.fleet.of_login(login).len(),
-            settled: self.settle().await,
-            ..Row::empty()
-        }
+        Finding::quiet(
+            format!("Secret {}", self.fleet.logins[login].secret),
+            self.fleet.of_login(login).len(),
+            self.settle().await,
+        )
     }
 
-    async fn wrong_password(&mut self) -> Row {
+    async fn wrong_password(&mut self) -> Finding {
         let login = self.next_rotatable();
         let names = self.fleet.of_login(login);
         let secret = self.fleet.logins[login].secret.clone();
         let from = SystemTime::now();
         let version = self.fleet.write_secret(login, &new_password()).await;
         self.truth.wrong_secrets.insert((secret.clone(), version));
-        tokio::time::sleep(STALE_CHECK).await;
-        let still_ready = self.count_ready(&names).await;
-        tokio::time::sleep(OUTAGE - STALE_CHECK).await;
+        let still_ready = self.hold(&names).await;
         let right = self.fleet.logins[login].password.clone();
         let until = SystemTime::now();
         self.fleet.write_secret(login, &right).await;
-        Row {
+        Finding {
             what: format!("Secret {secret}"),
             affected: names.len(),
             detected: Some(self.detected(&names, from, until)),
             still_ready: Some(still_ready),
             settled: self.settle().await,
-            ..Row::empty()
         }
     }
 
     /// Every 50th connection meant to be Ready is pointed at a port where nothing listens.
-    async fn retarget(&mut self) -> Row {
+    async fn retarget(&mut self) -> Finding {
         let names: Vec<String> = self
             .fleet
             .on(&Server::ALL)
@@ -274,26 +294,23 @@ impl Soak {
             let (uid, generation) = self.fleet.put_spec(name, Some(&uri)).await;
             self.truth.dead_generations.insert((uid, generation));
         }
-        tokio::time::sleep(STALE_CHECK).await;
-        let still_ready = self.count_ready(&names).await;
-        tokio::time::sleep(OUTAGE - STALE_CHECK).await;
+        let still_ready = self.hold(&names).await;
         let until = SystemTime::now();
         for name in &names {
             self.fleet.put_spec(name, None).await;
         }
-        Row {
+        Finding {
             what: format!("to port {dead}"),
             affected: names.len(),
             detected: Some(self.detected(&names, from, until)),
             still_ready: Some(still_ready),
             settled: self.settle().await,
-            ..Row::empty()
         }
     }
 
     /// Moves the connections of the third Neo4j login to the fourth's Secret with another
     /// interval (as kustomize's secretGenerator renames a Secret), or back.
-    async fn edit(&mut self) -> Row {
+    async fn edit(&mut self) -> Finding {
         let what;
         let names: Vec<String>;
         if self.moved.is_empty() {
@@ -322,17 +339,12 @@ impl Soak {
         for name in &names {
             self.fleet.put_spec(name, None).await;
         }
-        Row {
-            what,
-            affected: names.len(),
-            settled: self.settle().await,
-            ..Row::empty()
-        }
+        Finding::quiet(what, names.len(), self.settle().await)
     }
 
     /// Every 20th connection (a different set each time) is deleted; half are created again
     /// at once, half 5 s later.
-    async fn recreate(&mut self) -> Row {
+    async fn recreate(&mut self) -> Finding {
         self.recreations += 1;
         let names: Vec<String> = self
             .fleet
@@ -347,12 +359,7 @@ impl Soak {
         self.fleet.create_connections(now).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         self.fleet.create_connections(later).await;
-        Row {
-            what: "new uids".into(),
-            affected: names.len(),
-            settled: self.settle().await,
-            ..Row::empty()
-        }
+        Finding::quiet("new uids".into(), names.len(), self.settle().await)
     }
 
     /// How many of `names` are Ready now.
@@ -469,22 +476,6 @@ impl Soak {
     }
 }
 
-impl Row {
-    fn empty() -> Self {
-        Self {
-            at: Duration::ZERO,
-            fault: Fault::Edited,
-            what: String::new(),
-            affected: 0,
-            detected: None,
-            still_ready: None,
-            settled: Ok(Duration::ZERO),
-            connects: 0,
-            rss_mib: (0.0, 0.0),
-        }
-    }
-}
-
 /// Runs a blocking call (testenv.sh, seconds long) without stalling the runtime's other tasks:
 /// the proxies and the watcher.
 fn blocking<T>(call: impl FnOnce() -> T) -> T {
@@ -493,8 +484,4 @@ fn blocking<T>(call: impl FnOnce() -> T) -> T {
 
 fn since(from: SystemTime) -> Duration {
     truth::since(from, SystemTime::now())
-}
-
-fn since_instant(from: Instant) -> f64 {
-    from.elapsed().as_secs_f64()
 }

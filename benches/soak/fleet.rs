@@ -346,13 +346,7 @@ impl Fleet {
             .await;
         for login in self.logins.iter().filter(|l| l.rotatable) {
             let dropped = match login.server {
-                Server::Neo4j => neo4j::admin()
-                    .run_on(
-                        "system",
-                        neo4rs::query("DROP USER $name IF EXISTS").param("name", &*login.user),
-                    )
-                    .await
-                    .map_err(|e| e.to_string()),
+                Server::Neo4j => neo4j::drop_user(&login.user).await,
                 _ => postgres::drop_role(&login.user).await,
             };
             if let Err(e) = dropped {

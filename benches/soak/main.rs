@@ -113,7 +113,7 @@ async fn main() {
     if let Err(unmet) = &first {
         panic!("the connections did not settle after the operator started: {unmet}");
     }
-    let cpu_at_start = soak.replicas.cpu_seconds().0;
+    let cpu_at_start = soak.replicas.cpu_seconds_of_a();
 
     let mut order = Shuffle::seeded(plan.faults.clone());
     let mut rows: Vec<Row> = Vec::new();
@@ -136,7 +136,7 @@ async fn main() {
         idle.add(quiet.elapsed(), &connects, &soak.fleet.connects_by_server());
     }
     let hour = started.elapsed();
-    let cpu_a = soak.replicas.cpu_seconds().0 - cpu_at_start;
+    let cpu_a = soak.replicas.cpu_seconds_of_a() - cpu_at_start;
     watcher.abort();
 
     let seen = soak.record.all();
@@ -164,9 +164,9 @@ async fn main() {
             f.seen.name, f.seen.uid, f.why
         );
     }
-    let still_ready: usize = rows.iter().filter_map(|r| r.still_ready).sum();
+    let still_ready: usize = rows.iter().filter_map(|r| r.found.still_ready).sum();
     println!("- still Ready 40 s into a fault that should have ended it: {still_ready}");
-    let unsettled = rows.iter().filter(|r| r.settled.is_err()).count();
+    let unsettled = rows.iter().filter(|r| r.found.settled.is_err()).count();
     println!("- faults after which status did not match the truth within 5 min: {unsettled}");
     let (slope, points) = rss_slope(&rows);
     let (late_slope, late_points) = rss_slope(&rows[rows.len() / 2..]);
@@ -213,15 +213,15 @@ const COLUMNS: [&str; 7] = [
 ];
 
 fn cells(row: &Row) -> [String; 7] {
-    let settled = match &row.settled {
+    let settled = match &row.found.settled {
         Ok(d) => format!("after {:.1} s", d.as_secs_f64()),
         Err(unmet) => format!("**not in 5 min**: {unmet}"),
     };
     [
-        row.what.clone(),
-        row.affected.to_string(),
-        row.detected.clone().unwrap_or("-".into()),
-        row.still_ready.map_or("-".into(), |n| n.to_string()),
+        row.found.what.clone(),
+        row.found.affected.to_string(),
+        row.found.detected.clone().unwrap_or("-".into()),
+        row.found.still_ready.map_or("-".into(), |n| n.to_string()),
         settled,
         row.connects.to_string(),
         format!("{:.1} / {:.1}", row.rss_mib.0, row.rss_mib.1),
@@ -262,7 +262,7 @@ fn print_table(plan: &Plan, ns: &str, rows: &[Row]) {
 fn rss_slope(rows: &[Row]) -> (f64, usize) {
     let points: Vec<(f64, f64)> = rows
         .iter()
-        .filter(|r| r.settled.is_ok())
+        .filter(|r| r.found.settled.is_ok())
         .map(|r| (r.at.as_secs_f64() / 3600.0, r.rss_mib.0))
         .collect();
     let n = points.len() as f64;

@@ -48,10 +48,9 @@ impl Replicas {
         (rss(&self.a), self.b.as_ref().map_or(0.0, rss))
     }
 
-    /// The replicas' CPU time so far, in seconds (b: its current life only).
-    pub fn cpu_seconds(&self) -> (f64, f64) {
-        let cpu = |o: &Operator| Memory::of(o.pid()).cpu().as_secs_f64();
-        (cpu(&self.a), self.b.as_ref().map_or(0.0, cpu))
+    /// Replica a's CPU time so far, in seconds.
+    pub fn cpu_seconds_of_a(&self) -> f64 {
+        Memory::of(self.a.pid()).cpu().as_secs_f64()
     }
 
     pub fn logs(&self) -> String {

@@ -79,8 +79,9 @@ pub async fn run(
     let outcome = bounded(settings, credentials, attempt).await;
     entry.last_used = Instant::now();
     let (server, latency) = outcome?;
+    // Only a new pool's first probe identifies the server; it paid for opening the connection.
     let cold = server.is_some();
-    if server.is_some() {
+    if cold {
         entry.server = server;
     }
     Ok(Probed { latency, cold })
@@ -358,8 +359,8 @@ mod tests {
         fixtures,
         latency::LatencyTracker,
         metrics::Metrics,
-        prober::{Key, Start},
-        state::PoolEntry,
+        prober::Start,
+        state::{Key, PoolEntry},
     };
 
     const MS: fn(u64) -> Duration = Duration::from_millis;

@@ -38,6 +38,17 @@ pub async fn set_password(name: &str, password: &str) {
         .unwrap_or_else(|e| panic!("change the password of Neo4j user {name}: {e}"));
 }
 
+/// Drops a user a test created.
+pub async fn drop_user(name: &str) -> Result<(), String> {
+    admin()
+        .run_on(
+            "system",
+            query("DROP USER $name IF EXISTS").param("name", name),
+        )
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// A user name unique to one test run.
 pub fn unique_user(prefix: &str) -> String {
     format!("{prefix}_{:08x}", rand::random::<u32>())
