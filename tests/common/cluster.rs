@@ -4,8 +4,8 @@ use std::{
     collections::HashMap,
     path::PathBuf,
     process::{Command, Output, Stdio},
-    sync::OnceLock,
-    thread::sleep,
+    sync::{Arc, Mutex, OnceLock},
+    thread::{self, sleep},
     time::{Duration, Instant},
 };
 
@@ -18,6 +18,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(120);
 /// The cluster's values (`testenv.sh cluster-env`) and the chart installed once per binary.
 pub struct Cluster {
     env: HashMap<String, String>,
+    /// Pod IPs by Pod name: fixed for a Pod's life, so asked for once.
+    pod_ips: Mutex<HashMap<String, String>>,
 }
 
 impl Cluster {
@@ -32,7 +34,10 @@ impl Cluster {
                 .filter_map(|l| l.split_once('='))
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect();
-            let cluster = Cluster { env };
+            let cluster = Cluster {
+                env,
+                pod_ips: Mutex::default(),
+            };
             cluster.install();
             cluster
         })
@@ -144,9 +149,21 @@ impl Cluster {
         .collect()
     }
 
+    fn pod_ip(&self, pod: &str) -> String {
+        let mut ips = self.pod_ips.lock().unwrap();
+        if let Some(ip) = ips.get(pod) {
+            return ip.clone();
+        }
+        let ip = self.pod_field(pod, "{.status.podIP}");
+        if !ip.is_empty() {
+            ips.insert(pod.to_owned(), ip.clone());
+        }
+        ip
+    }
+
     /// The operator's /metrics in `pod`, by the Pod's IP; empty when it does not answer.
     pub fn metrics_of(&self, pod: &str) -> String {
-        let ip = self.pod_field(pod, "{.status.podIP}");
+        let ip = self.pod_ip(pod);
         Command::new("curl")
             .args([
                 "-fsS",
@@ -226,13 +243,100 @@ pub fn run(cmd: &mut Command) -> String {
     check(cmd.output().expect("start command"), &what)
 }
 
-pub fn eventually(what: &str, mut ok: impl FnMut() -> bool) -> Duration {
+pub fn eventually(what: &str, ok: impl FnMut() -> bool) -> Duration {
+    eventually_every(Duration::from_millis(50), what, ok)
+}
+
+/// As [`eventually`], looking every `every`: for checks that load the machine themselves.
+pub fn eventually_every(every: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !ok() {
         assert!(start.elapsed() < TIMEOUT, "{what} within {TIMEOUT:?}");
-        sleep(Duration::from_millis(50));
+        sleep(every);
     }
     start.elapsed()
+}
+
+/// Every change of the connections' Ready in a namespace, as a watch delivers them (a poll
+/// could miss a flap between two looks, and listing thousands of objects loads the machine).
+pub struct ReadyWatch {
+    child: std::process::Child,
+    reader: thread::JoinHandle<()>,
+    /// Each change seen, as `name=status`.
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl ReadyWatch {
+    /// Starts watching, and proves the watch reports: it annotates connection `canary` and
+    /// waits for that change to come through. Only changes from now on are seen.
+    pub fn start(cluster: &Cluster, ns: &str, canary: &str) -> ReadyWatch {
+        let mut child = cluster
+            .tool("kubectl")
+            .args([
+                "get",
+                "dbconn",
+                "-n",
+                ns,
+                "--watch-only",
+                "-o",
+                "jsonpath={.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start kubectl get --watch-only");
+        let stdout = child.stdout.take().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let reader = thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                record.lock().unwrap().push(line);
+            }
+        });
+        let watch = ReadyWatch {
+            child,
+            reader,
+            seen,
+        };
+        let prefix = format!("{canary}=");
+        let mut attempt = 0;
+        eventually_every(
+            Duration::from_secs(1),
+            "the Ready watch reports a change",
+            || {
+                attempt += 1;
+                let mark = format!("dbconn.dev/watch-check={attempt}");
+                cluster.kubectl(&["annotate", "-n", ns, "--overwrite", "dbconn", canary, &mark]);
+                sleep(Duration::from_millis(500));
+                watch
+                    .seen
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.starts_with(&prefix))
+            },
+        );
+        watch
+    }
+
+    /// Stops watching: the connections seen with Ready not True, each once.
+    pub fn stop(mut self) -> Vec<String> {
+        let alive = self.child.try_wait().ok().flatten().is_none();
+        assert!(alive, "the Ready watch (kubectl) ended early");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = self.reader.join();
+        let mut not_ready: Vec<String> = (self.seen.lock().unwrap().iter())
+            .filter(|l| !l.ends_with("=True"))
+            .cloned()
+            .collect();
+        not_ready.sort();
+        not_ready.dedup();
+        not_ready
+    }
 }
 
 /// The container's process as the kernel sees it: the pid containerd reports for it.
