@@ -241,7 +241,8 @@ const RETRY_BOUNDS_RULE: &str = r"!(self.initialDelay.matches('^([0-9]+(\\.[0-9]
 #[serde(rename_all = "camelCase")]
 pub struct PoolSpec {
     /// Most connections the pool opens. Connections are opened on demand, so an idle
-    /// connection costs one socket.
+    /// connection costs one socket. The operator never uses more than 4 at once, so a larger
+    /// value opens no more.
     #[serde(default = "default_max_size")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_size: u32,

@@ -10,7 +10,8 @@ use crate::{
     api::{DatabaseConnection, DatabaseConnectionSpec},
     engine::{self, Descriptor, descriptor::Login},
     settings::{
-        ConnectionSettings, HealthSettings, PoolSettings, RetrySettings, SpecError, TlsMode,
+        ConnectionSettings, HealthSettings, PoolSettings, RetrySettings, SESSIONS_AT_ONCE,
+        SpecError, TlsMode,
     },
 };
 
@@ -34,7 +35,7 @@ impl ConnectionSettings {
             (in_spec, in_uri) => in_spec.or(in_uri),
         };
         let pool = PoolSettings {
-            max_size: count("spec.pool.maxSize", spec.pool.max_size)?,
+            max_size: count("spec.pool.maxSize", spec.pool.max_size)?.min(SESSIONS_AT_ONCE),
             connection_timeout: positive(
                 "spec.pool.connectionTimeout",
                 &spec.pool.connection_timeout,
@@ -342,6 +343,18 @@ mod tests {
         assert!(postgres("postgres://a,b/app?target_session_attrs=master").is_err());
         let error = ConnectionSettings::from_spec(&spec_with_uri("bolt://a,b:7687")).unwrap_err();
         assert!(error.to_string().contains("takes one host"), "{error}");
+    }
+
+    #[test]
+    fn pools_stop_at_what_the_operator_uses_at_once() {
+        let max_size = |n| {
+            let mut spec = fixtures::postgres_spec("creds");
+            spec.pool.max_size = n;
+            ConnectionSettings::from_spec(&spec).map(|s| s.pool.max_size)
+        };
+        assert_eq!(max_size(50), Ok(SESSIONS_AT_ONCE), "the default, 50");
+        assert_eq!(max_size(1), Ok(1), "a smaller limit is kept");
+        assert!(max_size(0).is_err());
     }
 
     #[test]

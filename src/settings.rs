@@ -43,8 +43,15 @@ pub enum TlsMode {
     InsecureSkipVerify,
 }
 
+/// The most sessions the operator uses at once on one connection: a probe and a schema pass,
+/// with room to spare. Pools stop here whatever `spec.pool.maxSize` allows, because deadpool
+/// (under the PostgreSQL pool and neo4rs) sets aside a slot for every session it may open, up
+/// front: 50 of them per connection were 12 MB of heap per 1,000 PostgreSQL connections.
+pub const SESSIONS_AT_ONCE: usize = 4;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PoolSettings {
+    /// `spec.pool.maxSize`, at most [`SESSIONS_AT_ONCE`].
     pub max_size: usize,
     pub connection_timeout: Duration,
     pub acquisition_timeout: Duration,
