@@ -315,10 +315,6 @@ async fn bench_scale(scale: &Scale) {
     let reconcile_errors = counter(&operator, "dbconn_reconcile_errors_total").await;
     drop(operator);
     let floor = driver_floor(scale.engine, &uri, &user, &password).await;
-    api.delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await
-        .unwrap_or_else(|e| panic!("delete the DatabaseConnections of {ns}: {e}"));
-
     section(
         &format!(
             "scale: {} {} connections ({uri}), one Secret, interval 30s, operator started after creation (namespace {ns})",
@@ -351,6 +347,24 @@ async fn bench_scale(scale: &Scale) {
         "floor, the driver alone in this process: CPU ms per query {:.3} ({}, {FLOOR_QUERIES} queries over {FLOOR_CLIENTS} clients)",
         floor.cpu_ms_per_query, floor.what
     );
+    delete_all(&api, &ns).await;
+}
+
+/// Deletes the scale namespace's connections (the test apiserver has no namespace controller to
+/// do it), after the table is printed: a run of many minutes is not lost to its cleanup. A few
+/// attempts, as the first request after the floor's busy seconds has met a pooled connection
+/// the apiserver had already closed (`SendRequest`).
+async fn delete_all(api: &Api<DatabaseConnection>, ns: &str) {
+    let mut attempt = 1;
+    while let Err(e) = api
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+    {
+        assert!(attempt < 3, "delete the DatabaseConnections of {ns}: {e}");
+        eprintln!("deleting the DatabaseConnections of {ns} (attempt {attempt}): {e}; again");
+        attempt += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 const FLOOR_QUERIES: usize = 20_000;

@@ -1,14 +1,19 @@
 //! Which probe latency status shows. Status gets a new figure only when the typical latency
 //! moves materially, so a healthy connection costs no status writes: the median of the last few
-//! probes smooths out one-off spikes, and small moves are ignored.
+//! probes smooths out one-off spikes, and moves among fast figures are ignored.
 
 use std::{collections::VecDeque, time::Duration};
 
 const WINDOW: usize = 5;
 /// A move is material when the new median is at least this many times the old one (or a
-/// fraction as large) and at least `MIN_STEP` apart.
+/// fraction as large), both counted as at least `FAST`.
 const RATIO: u32 = 3;
-const MIN_STEP: Duration = Duration::from_millis(50);
+/// Figures below this are all "fast": 2 ms against 9 ms is noise, not news. Measuring from a
+/// floor (not requiring a minimum distance) also means a figure that was worth writing on the
+/// way up is always worth writing on the way back: with a 50 ms step instead, 10,000
+/// connections that showed 55 ms after a busy start went back to 5 ms only when a median
+/// happened to dip 50 ms below, a few status writes a minute long after the start.
+const FAST: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Debug, Default)]
 pub struct LatencyTracker {
@@ -91,12 +96,13 @@ impl LatencyTracker {
         if self.restored && probes < WINDOW {
             return false;
         }
+        let (recorded, typical) = (recorded.max(FAST), typical.max(FAST));
         let (low, high) = if recorded < typical {
             (recorded, typical)
         } else {
             (typical, recorded)
         };
-        high - low >= MIN_STEP && high >= low * RATIO
+        high >= low * RATIO
     }
 }
 
@@ -128,11 +134,33 @@ mod tests {
     fn small_or_proportionally_small_moves_are_ignored() {
         let mut tracker = LatencyTracker::default();
         tracker.shown(Some("3ms"));
-        assert!(!tracker.worth_recording(MS(45)), "under 50 ms apart");
+        assert!(!tracker.worth_recording(MS(45)), "under 3x a fast figure");
+        assert!(tracker.worth_recording(MS(60)));
         tracker.shown(Some("100ms"));
         assert!(!tracker.worth_recording(MS(200)), "under 3x");
         assert!(tracker.worth_recording(MS(400)));
         assert!(tracker.worth_recording(MS(10)));
+    }
+
+    #[test]
+    fn a_figure_written_on_the_way_up_is_written_on_the_way_back_to_any_fast_one() {
+        let mut written = 0;
+        for busy in [55, 60, 75, 300].map(MS) {
+            let mut tracker = LatencyTracker::default();
+            tracker.shown(Some("2ms"));
+            if !tracker.worth_recording(busy) {
+                continue;
+            }
+            written += 1;
+            tracker.shown(Some(&crate::duration::human(busy)));
+            for back in [1, 4, 6, 12, 19].map(MS) {
+                assert!(tracker.worth_recording(back), "{busy:?} -> {back:?}");
+            }
+        }
+        assert_eq!(
+            written, 3,
+            "60, 75 and 300 ms are news after 2 ms, 55 ms is not"
+        );
     }
 
     #[test]
