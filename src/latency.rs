@@ -97,12 +97,7 @@ impl LatencyTracker {
             return false;
         }
         let (recorded, typical) = (recorded.max(FAST), typical.max(FAST));
-        let (low, high) = if recorded < typical {
-            (recorded, typical)
-        } else {
-            (typical, recorded)
-        };
-        high >= low * RATIO
+        recorded.max(typical) >= recorded.min(typical) * RATIO
     }
 }
 

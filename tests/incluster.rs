@@ -15,7 +15,7 @@ mod common;
 use std::process::Command;
 
 use common::{
-    cluster::{Cluster, NAMESPACE, container_pid, eventually, run},
+    cluster::{Cluster, NAMESPACE, OPERATOR_SELECTOR, container_pid, eventually, run},
     tls::{self, TlsEndpoint},
 };
 
@@ -210,7 +210,7 @@ fn metrics_answer_through_the_metrics_service() {
         "-n",
         NAMESPACE,
         "-l",
-        "app.kubernetes.io/name=dbconn-operator",
+        OPERATOR_SELECTOR,
         "-o",
         "jsonpath={.items[0].spec.clusterIP}:{.items[0].spec.ports[0].port}",
     ]);

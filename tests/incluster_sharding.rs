@@ -159,25 +159,6 @@ fn sharded_replicas_share_the_connections_and_take_over_a_deleted_pods() {
     // Pods hand their Leases back while their Role still allows it (the defaults take no
     // Lease, so no Lease Role). Leases left held would make the next sharded replicas wait a
     // lease duration before they count them as gone.
-    let selector = "app.kubernetes.io/name=dbconn-operator";
-    cluster.kubectl(&[
-        "scale",
-        "deployment",
-        "-n",
-        NAMESPACE,
-        "-l",
-        selector,
-        "--replicas=0",
-    ]);
-    cluster.kubectl(&[
-        "wait",
-        "--for=delete",
-        "pod",
-        "-n",
-        NAMESPACE,
-        "-l",
-        selector,
-        "--timeout=120s",
-    ]);
+    cluster.scale_to_zero();
     cluster.helm_upgrade(&image, &[]);
 }

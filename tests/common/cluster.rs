@@ -13,6 +13,8 @@ use super::TestEnv;
 
 pub const RELEASE: &str = "dbconn";
 pub const NAMESPACE: &str = "dbconn-system";
+/// The chart's label on the operator's Pods, Deployment and Services.
+pub const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=dbconn-operator";
 pub const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The cluster's values (`testenv.sh cluster-env`) and the chart installed once per binary.
@@ -127,6 +129,20 @@ impl Cluster {
         run(cmd.args(["--wait", "--timeout", "120s"]));
     }
 
+    /// Scales the release to no replicas and waits until its Pods are gone: they hand back
+    /// what they hold (sharding's Leases) while their Role still allows it.
+    pub fn scale_to_zero(&self) {
+        let scope = ["-n", NAMESPACE, "-l", OPERATOR_SELECTOR];
+        self.kubectl(&[&["scale", "deployment", "--replicas=0"][..], &scope].concat());
+        self.kubectl(
+            &[
+                &["wait", "--for=delete", "pod", "--timeout=120s"][..],
+                &scope,
+            ]
+            .concat(),
+        );
+    }
+
     pub fn operator_pod(&self) -> String {
         self.operator_pods().into_iter().next().unwrap_or_default()
     }
@@ -139,7 +155,7 @@ impl Cluster {
             "-n",
             NAMESPACE,
             "-l",
-            "app.kubernetes.io/name=dbconn-operator",
+            OPERATOR_SELECTOR,
             "--field-selector=status.phase=Running",
             "-o",
             "jsonpath={.items[*].metadata.name}",
@@ -329,7 +345,11 @@ impl ReadyWatch {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = self.reader.join();
-        let mut not_ready: Vec<String> = (self.seen.lock().unwrap().iter())
+        let mut not_ready: Vec<String> = self
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
             .filter(|l| !l.ends_with("=True"))
             .cloned()
             .collect();
