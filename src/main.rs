@@ -100,8 +100,17 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// The operator runs as a task on the runtime's workers, not on the main thread that
+/// `block_on` parks: polled there, the controller woke a worker (and was woken by one) through
+/// the kernel for every reconcile it handed over: 28 % of its CPU at 70 reconciles a second.
 #[tokio::main]
 async fn run_operator(args: Args) -> anyhow::Result<()> {
+    tokio::spawn(operate(args))
+        .await
+        .context("the operator's task panicked")?
+}
+
+async fn operate(args: Args) -> anyhow::Result<()> {
     let telemetry = telemetry::init(args.log_format);
     let client = kube::Client::try_default()
         .await

@@ -33,7 +33,7 @@ pub async fn sync(
     let Some(name) = obj.binding_secret_name() else {
         state.binding = None;
         let old = previous?;
-        return match remove_owned(ctx, &namespace, &old.name, &uid).await {
+        return match Box::pin(remove_owned(ctx, &namespace, &old.name, &uid)).await {
             Ok(()) => Some(BindingFacts {
                 status: None,
                 condition: Change::Remove(BINDING_READY),
@@ -61,7 +61,8 @@ pub async fn sync(
     if unchanged {
         return Some(written(&name, &desired));
     }
-    match write(ctx, &desired, &uid).await {
+    // The API calls are boxed: most reconciles make none, and need no room for them.
+    match Box::pin(write(ctx, &desired, &uid)).await {
         Ok(resource_version) => {
             state.binding = Some(BindingWritten {
                 name: name.clone(),
@@ -69,7 +70,7 @@ pub async fn sync(
                 resource_version,
             });
             if let Some(old) = previous.filter(|old| old.name != name)
-                && let Err(error) = remove_owned(ctx, &namespace, &old.name, &uid).await
+                && let Err(error) = Box::pin(remove_owned(ctx, &namespace, &old.name, &uid)).await
             {
                 debug!(%error, secret = %old.name, "cannot delete the previous binding Secret");
             }

@@ -329,3 +329,34 @@ pub(crate) fn error_policy(
 ) -> Action {
     Action::requeue(schedule::AFTER_API_ERROR + schedule::jitter(schedule::AFTER_API_ERROR))
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::reflector;
+
+    use super::*;
+    use crate::fixtures;
+
+    /// Every reconcile is a task of its own, allocated and copied whole at each spawn; the API
+    /// and database calls that most reconciles never make are boxed where they are awaited.
+    /// Unboxed, this future was 22 KB and the allocation alone a tenth of the operator's CPU.
+    #[tokio::test]
+    async fn a_reconcile_spawns_a_small_task() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        let client = Client::try_from(config).expect("a client, not connected");
+        let (connections, _) = reflector::store();
+        let (secrets, _) = reflector::store();
+        let (ctx, _woken) = Context::new(
+            client,
+            Arc::default(),
+            Arc::default(),
+            connections,
+            secrets,
+            None,
+        );
+        let obj = DatabaseConnection::new("db", fixtures::postgres_spec("login"));
+        let reconcile = reconcile(Arc::new(obj), Arc::new(ctx));
+        let size = std::mem::size_of_val(&reconcile);
+        assert!(size <= 8 * 1024, "the reconcile future is {size} bytes");
+    }
+}

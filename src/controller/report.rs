@@ -63,13 +63,6 @@ impl Reconciliation<'_> {
 
     /// Writes status if it changed (see `status_write`), and emits Events for transitions.
     pub(super) async fn report(&self, outcome: &Outcome<'_>, facts: Facts) -> Result<(), Error> {
-        let store = ApiStatus {
-            api: Api::namespaced(
-                self.ctx.client.clone(),
-                &self.obj.namespace().unwrap_or_default(),
-            ),
-            name: self.obj.name_any(),
-        };
         let desired = |previous: &DatabaseConnectionStatus| {
             status::desired(
                 previous,
@@ -78,6 +71,27 @@ impl Reconciliation<'_> {
                 self.obj.metadata.generation,
                 Timestamp::now(),
             )
+        };
+        if let Some(shown) = &self.obj.status
+            && desired(shown) == *shown
+        {
+            return Ok(());
+        }
+        // Boxed: most reports change nothing, and every reconcile (a task of its own) would
+        // otherwise carry room for the write and its Events, 15 KB copied at each spawn.
+        Box::pin(self.write_status(desired)).await
+    }
+
+    async fn write_status(
+        &self,
+        desired: impl Fn(&DatabaseConnectionStatus) -> DatabaseConnectionStatus,
+    ) -> Result<(), Error> {
+        let store = ApiStatus {
+            api: Api::namespaced(
+                self.ctx.client.clone(),
+                &self.obj.namespace().unwrap_or_default(),
+            ),
+            name: self.obj.name_any(),
         };
         let written = deadline::api(
             "writing status",
@@ -190,10 +204,11 @@ impl Reconciliation<'_> {
     /// Publishes one Event on this connection; a failure is logged, never retried.
     pub(super) async fn publish(&self, event: Event) {
         let reference = self.reference();
-        let sent = deadline::api(
+        // Boxed: Events are rare, and the reconcile's future should not keep room for one.
+        let sent = Box::pin(deadline::api(
             "publishing an Event",
             self.ctx.recorder.publish(&event, &reference),
-        )
+        ))
         .await;
         if let Err(error) = sent {
             warn!(%error, reason = %event.reason, "cannot publish event");

@@ -77,7 +77,16 @@ async fn read(
     ca: Option<&CaSecretRef>,
     cert: Option<&str>,
 ) -> Result<ReadCredentials, CredentialsError> {
-    let credentials = credentials::load(&ctx.client, namespace, login, username, ca, cert).await?;
+    // Boxed: a read is rare (the Secrets changed), its room in every reconcile is not.
+    let credentials = Box::pin(credentials::load(
+        &ctx.client,
+        namespace,
+        login,
+        username,
+        ca,
+        cert,
+    ))
+    .await?;
     let inputs = SecretInputs::of(login, ca, &credentials);
     Ok(ReadCredentials {
         credentials,

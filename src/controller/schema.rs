@@ -28,7 +28,8 @@ impl Reconciliation<'_> {
         server: &ServerInfo,
         settings: &ConnectionSettings,
     ) -> Option<bool> {
-        let report = self.schema_pass(server, settings).await?;
+        // Boxed: only connections that declare a schema pay for its room.
+        let report = Box::pin(self.schema_pass(server, settings)).await?;
         self.announce_schema(&report).await;
         let check_soon = report.check_soon;
         self.state.schema = Some((report.status, report.condition));
