@@ -7,7 +7,7 @@
 use std::{borrow::Cow, future::Future};
 
 use kube::{
-    Api,
+    Api, Client,
     api::{ListParams, Patch, PatchParams},
     core::Status,
 };
@@ -17,6 +17,7 @@ use tracing::debug;
 use crate::{
     FIELD_MANAGER,
     api::{DatabaseConnection, DatabaseConnectionStatus},
+    deadline,
 };
 
 /// Attempts at one status write that keeps meeting resourceVersion conflicts; after the last,
@@ -35,16 +36,23 @@ pub trait StatusStore {
 }
 
 /// One connection's status on the apiserver, through the verbs the operator's role has: list
-/// (not get) connections, patch (not update) their status.
-pub struct ApiStatus {
-    pub api: Api<DatabaseConnection>,
-    pub name: String,
+/// (not get) connections, patch (not update) their status. It borrows only, so building one for a report that writes nothing costs nothing.
+pub struct ApiStatus<'a> {
+    pub client: &'a Client,
+    pub namespace: &'a str,
+    pub name: &'a str,
 }
 
-impl StatusStore for ApiStatus {
+impl ApiStatus<'_> {
+    fn api(&self) -> Api<DatabaseConnection> {
+        Api::namespaced(self.client.clone(), self.namespace)
+    }
+}
+
+impl StatusStore for ApiStatus<'_> {
     async fn get(&self) -> Result<DatabaseConnection, kube::Error> {
         let by_name = ListParams::default().fields(&format!("metadata.name={}", self.name));
-        self.api.list(&by_name).await?.items.pop().ok_or_else(|| {
+        self.api().list(&by_name).await?.items.pop().ok_or_else(|| {
             let gone = Status::failure(&format!("{} is gone", self.name), "NotFound");
             kube::Error::Api(Box::new(gone.with_code(404)))
         })
@@ -61,8 +69,8 @@ impl StatusStore for ApiStatus {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        self.api
-            .patch_status(&self.name, &params, &Patch::<()>::Json(patch))
+        self.api()
+            .patch_status(self.name, &params, &Patch::<()>::Json(patch))
             .await?;
         Ok(())
     }
@@ -75,9 +83,26 @@ pub struct Written {
     pub next: DatabaseConnectionStatus,
 }
 
-/// Replaces `obj`'s status with `desired(its status)` when that differs; returns `None` when
-/// nothing changed. The object is copied only for a write, not for every report.
+/// Replaces `obj`'s status with `desired(its status)` when that differs, within
+/// [`deadline::API_CALL`]; returns `None` when nothing changed. The object is copied only for a
+/// write, not for every report.
 pub async fn write(
+    store: &impl StatusStore,
+    obj: &DatabaseConnection,
+    desired: impl Fn(&DatabaseConnectionStatus) -> DatabaseConnectionStatus,
+) -> Result<Option<Written>, kube::Error> {
+    if let Some(shown) = &obj.status
+        && desired(shown) == *shown
+    {
+        return Ok(None);
+    }
+    // Boxed: most reports end above, and the reconcile awaiting this (spawned whole as a task
+    // of its own) should not carry room for the API calls below, 15 KB copied at each spawn.
+    Box::pin(deadline::api("writing status", send(store, obj, desired))).await
+}
+
+/// The write itself, read again and retried on conflicts.
+async fn send(
     store: &impl StatusStore,
     obj: &DatabaseConnection,
     desired: impl Fn(&DatabaseConnectionStatus) -> DatabaseConnectionStatus,

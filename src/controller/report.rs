@@ -4,10 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
-use kube::{
-    Api, ResourceExt,
-    runtime::events::{Event, EventType},
-};
+use kube::runtime::events::{Event, EventType};
 use tracing::{debug, info, warn};
 
 use super::{Error, Reconciliation};
@@ -72,49 +69,31 @@ impl Reconciliation<'_> {
                 Timestamp::now(),
             )
         };
-        if let Some(shown) = &self.obj.status
-            && desired(shown) == *shown
-        {
-            return Ok(());
-        }
-        // Boxed: most reports change nothing, and every reconcile (a task of its own) would
-        // otherwise carry room for the write and its Events, 15 KB copied at each spawn.
-        Box::pin(self.write_status(desired)).await
-    }
-
-    async fn write_status(
-        &self,
-        desired: impl Fn(&DatabaseConnectionStatus) -> DatabaseConnectionStatus,
-    ) -> Result<(), Error> {
         let store = ApiStatus {
-            api: Api::namespaced(
-                self.ctx.client.clone(),
-                &self.obj.namespace().unwrap_or_default(),
-            ),
-            name: self.obj.name_any(),
+            client: &self.ctx.client,
+            namespace: self.obj.metadata.namespace.as_deref().unwrap_or_default(),
+            name: self.obj.metadata.name.as_deref().unwrap_or_default(),
         };
-        let written = deadline::api(
-            "writing status",
-            status_write::write(&store, self.obj, desired),
-        )
-        .await;
-        match written {
-            Ok(Some(Written { previous, next })) => {
+        let announcing = match status_write::write(&store, self.obj, desired).await {
+            Ok(Some(written)) => {
                 self.ctx.metrics.status_written();
-                debug!(changed = ?changed_fields(&previous, &next), "status written");
-                self.announce(&previous, &next).await;
-                Ok(())
+                debug!(changed = ?changed_fields(&written.previous, &written.next), "status written");
+                // Boxed with the two statuses it reads, as rare as the write; built within this
+                // arm so that the reconcile's future keeps no room for them either.
+                Box::pin(self.announce(written))
             }
-            Ok(None) => Ok(()),
+            Ok(None) => return Ok(()),
             // Deleted while this reconcile ran: nothing left to report on.
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(error) => Err(Error::StatusWrite(error)),
-        }
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(error) => return Err(Error::StatusWrite(error)),
+        };
+        announcing.await;
+        Ok(())
     }
 
     /// Events on transitions only: `Ready` or `BindingReady` changing, and certificate checks
     /// turned off.
-    async fn announce(&self, previous: &DatabaseConnectionStatus, next: &DatabaseConnectionStatus) {
+    async fn announce(&self, Written { previous, next }: Written) {
         let mut events = Vec::new();
         for type_ in [READY, BINDING_READY] {
             let before = conditions::find(&previous.conditions, type_);
@@ -144,8 +123,8 @@ impl Reconciliation<'_> {
             });
         }
         // A suspended connection has no Ready to change: say so once, when probing stops.
-        if let Some(now) = suspended(next)
-            && suspended(previous).is_none()
+        if let Some(now) = suspended(&next)
+            && suspended(&previous).is_none()
         {
             events.push(Event {
                 type_: EventType::Normal,
@@ -163,11 +142,11 @@ impl Reconciliation<'_> {
                 .find(|m| m.serving)
                 .map(|m| (m.address.clone(), m.role.clone()))
         };
-        if let Some((after, role)) = serving(next)
+        if let Some((after, role)) = serving(&next)
             && !previous.members.is_empty()
-            && serving(previous).is_none_or(|(before, _)| before != after)
+            && serving(&previous).is_none_or(|(before, _)| before != after)
         {
-            let before = serving(previous)
+            let before = serving(&previous)
                 .map_or("no listed host took them".into(), |(before, _)| {
                     format!("they went to {before}")
                 });
