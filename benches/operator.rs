@@ -301,7 +301,7 @@ async fn bench_scale(scale: &Scale) {
     let created = create_connections(&api, scale.engine, &uri, scale.count).await;
 
     let started = Instant::now();
-    let operator = Operator::start(&ns);
+    let operator = Operator::start_as_deployed(&ns);
     let mut memory = Memory::of(operator.pid());
     let ramp = ramp_up(&api, &operator, started, &mut memory, scale.count).await;
     let ramp_peak = memory.peak_rss_kib;

@@ -65,6 +65,9 @@ pub struct BindingWritten {
 pub struct ConnectionState {
     /// The object this memory belongs to; another uid under the same name starts afresh.
     pub uid: String,
+    /// The spec checked and parsed, with the generation it was parsed from: the apiserver moves
+    /// the generation at every spec change, so an equal one means the same settings.
+    pub settings: Option<(i64, Arc<ConnectionSettings>)>,
     pub pool: Option<PoolEntry>,
     pub credentials: Option<ReadCredentials>,
     /// The login (`Credentials::fingerprint`) the server last accepted.

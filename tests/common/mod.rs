@@ -249,17 +249,40 @@ impl Operator {
 
     /// As [`Operator::start_with`], reaching the apiserver through `kubeconfig`.
     pub fn start_on(namespace: &str, tag: &str, extra_args: &[&str], kubeconfig: &str) -> Self {
+        let debug = "info,neo4rs=warn,dbconn_operator=debug";
+        Self::spawn(namespace, tag, extra_args, kubeconfig, Some(debug))
+    }
+
+    /// Starts the operator logging as the chart's defaults do (JSON lines, its default levels)
+    /// rather than at the tests' debug level: for benchmarks, whose figures should be what a
+    /// deployment spends.
+    pub fn start_as_deployed(namespace: &str) -> Self {
+        let json = ["--log-format", "json"];
+        Self::spawn(namespace, "", &json, TestEnv::get().kubeconfig(), None)
+    }
+
+    fn spawn(
+        namespace: &str,
+        tag: &str,
+        extra_args: &[&str],
+        kubeconfig: &str,
+        log_filter: Option<&str>,
+    ) -> Self {
         let dir = std::env::temp_dir().join("dbconn-e2e-logs");
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join(format!("operator-{namespace}{tag}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let http_port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_dbconn-operator"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dbconn-operator"));
+        match log_filter {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let child = command
             .args(["--namespace", namespace])
             .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,neo4rs=warn,dbconn_operator=debug")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
