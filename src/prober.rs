@@ -58,7 +58,8 @@ pub struct Start {
     pub inputs: u64,
     pub pool: Arc<dyn Pool>,
     pub pool_created: std::time::Instant,
-    pub settings: ConnectionSettings,
+    /// Shared with the connection's memory, which keeps the parsed spec.
+    pub settings: Arc<ConnectionSettings>,
     pub credentials: Credentials,
     pub labels: Option<ConnectionLabels>,
     pub latency: LatencyTracker,

@@ -3,6 +3,7 @@
 
 use std::{
     hash::{DefaultHasher, Hash, Hasher},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -129,7 +130,7 @@ impl Reconciliation<'_> {
     /// until the next probe.
     pub(super) async fn connected(
         &mut self,
-        settings: &ConnectionSettings,
+        settings: &Arc<ConnectionSettings>,
         credentials: &Credentials,
         facts: Facts,
         probed: Probed,
@@ -201,7 +202,7 @@ impl Reconciliation<'_> {
 
     fn start_prober(
         &mut self,
-        settings: &ConnectionSettings,
+        settings: &Arc<ConnectionSettings>,
         credentials: &Credentials,
         inputs: u64,
     ) {
@@ -406,7 +407,7 @@ mod tests {
                 inputs: 7,
                 pool,
                 pool_created: now,
-                settings,
+                settings: Arc::new(settings),
                 credentials: Credentials::default(),
                 labels: None,
                 latency,

@@ -349,17 +349,21 @@ impl Operator {
 
     /// A counter or gauge from /metrics, summed over its series (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let (_, text) = self.http_get("/metrics").await;
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum(&self.http_get("/metrics").await.1, name)
     }
 
     /// True while the process has not exited (it is never restarted by the harness).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+/// The sum of a metric's series in a /metrics text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 impl Drop for Operator {
