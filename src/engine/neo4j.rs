@@ -153,7 +153,7 @@ fn driver_uri(settings: &ConnectionSettings) -> String {
 
 impl Pool for Neo4jPool {
     fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-        async move { self.rows("RETURN 1 AS ok").await.map(drop) }.boxed()
+        async move { self.run("RETURN 1 AS ok").await }.boxed()
     }
 
     fn identify(&self) -> BoxFuture<'_, Result<ServerInfo, EngineError>> {
@@ -195,6 +195,15 @@ impl Neo4jPool {
         txn.commit().await.map_err(classify)?;
         Ok(rows)
     }
+
+    /// Runs one statement in its own transaction for its outcome alone: RUN goes out with
+    /// DISCARD, three round trips where [`Self::rows`] makes four (RUN, then PULL).
+    async fn run(&self, statement: &str) -> Result<(), EngineError> {
+        let classify = |e| self.target.classify(e);
+        let mut txn = self.graph.start_txn().await.map_err(classify)?;
+        txn.run(query(statement)).await.map_err(classify)?;
+        txn.commit().await.map_err(classify)
+    }
 }
 
 impl SchemaOps for Neo4jPool {
@@ -228,10 +237,7 @@ impl SchemaOps for Neo4jPool {
 
     fn execute(&self, statement: String) -> BoxFuture<'_, Result<(), EngineError>> {
         async move {
-            let run = self.rows(&statement);
-            super::schema_statement(&self.target.endpoint, run)
-                .await
-                .map(drop)
+            super::schema_statement(&self.target.endpoint, self.run(&statement)).await
         }
         .boxed()
     }
