@@ -71,17 +71,16 @@ pub async fn run(
     let entry = state.pool.as_mut().expect("pool was just ensured");
     let identify = entry.server.is_none();
     let attempt = async {
-        // A new pool's first call identifies the server and pays for opening the connection;
-        // the latency is the ping's alone, on the open connection, as every later probe's.
-        // Timing the opening too made each connection's first figure a slow one, corrected
-        // by a second status write a probe later.
-        let server = match identify {
-            true => Some(entry.pool.identify().await?),
-            false => None,
-        };
+        // A new pool's first call pays for opening the connection; its latency is a ping's
+        // on the open connection (`identify_then_ping`). Timing the opening too made each
+        // connection's first figure a slow one, corrected by a second status write later.
+        if identify {
+            let (server, latency) = entry.pool.identify_then_ping().await?;
+            return Ok((Some(server), latency));
+        }
         let started = tokio::time::Instant::now();
         entry.pool.ping().await?;
-        Ok((server, started.elapsed()))
+        Ok((None, started.elapsed()))
     };
     let outcome = bounded(settings, credentials, attempt).await;
     entry.last_used = Instant::now();
