@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{
     Harness, TestEnv, condition_reason, condition_status, eventually, kubectl_ok,
     neo4j::{create_user, set_password, unique_user},
-    neo4j_connection_yaml,
+    neo4j_connection_yaml, only_latency_moved_materially,
     proxy::CountingProxy,
     secret_yaml,
 };
@@ -229,12 +229,13 @@ async fn a_healthy_connection_is_probed_without_status_writes() {
         .replace("interval: 5s", "interval: 1s");
     h.apply(&manifest);
     h.wait("graph", "Ready", "True", None).await;
-    // Steady state: wait until the status has stopped changing (a freshly started Neo4j gets
-    // faster as its JIT warms up, and that latency move is worth its write), then watch.
+    // Steady state: wait until the status has stood for longer than a latency window (5
+    // probes, 1 s apart): the first figure is one ping's, and a freshly started Neo4j's pings
+    // move as its JIT warms up; that move is worth its write. Then watch.
     let api: Api<DatabaseConnection> = Api::namespaced(h.client.clone(), &h.ns);
     let mut before = api.get("graph").await.unwrap();
     for _ in 0..20 {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::time::sleep(Duration::from_secs(6)).await;
         let now = api.get("graph").await.unwrap();
         if now.metadata.resource_version == before.metadata.resource_version {
             break;
@@ -272,11 +273,20 @@ async fn a_healthy_connection_is_probed_without_status_writes() {
         ready(&after),
         "Ready kept its lastTransitionTime"
     );
-    assert_eq!(
-        before.metadata.resource_version,
-        after.metadata.resource_version,
-        "no status write while nothing changed:\nbefore: {}\nafter: {}",
-        serde_json::to_string(&before.status).unwrap(),
-        serde_json::to_string(&after.status).unwrap()
+    // Only a latency that really tripled (a loaded machine) may be written, and nothing else.
+    let (old, new) = (
+        serde_json::to_value(&before.status).unwrap(),
+        serde_json::to_value(&after.status).unwrap(),
     );
+    assert!(
+        before.metadata.resource_version == after.metadata.resource_version
+            || only_latency_moved_materially(&old, &new),
+        "no status write while nothing changed:\nbefore: {old}\nafter: {new}"
+    );
+    if before.metadata.resource_version != after.metadata.resource_version {
+        println!(
+            "the latency moved: {} -> {}",
+            old["probe"]["latency"], new["probe"]["latency"]
+        );
+    }
 }

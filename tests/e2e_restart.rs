@@ -14,9 +14,9 @@ use std::{
 use common::{
     Harness, Operator, TestEnv, condition_reason, events, eventually, kubectl_ok,
     neo4j::{create_user, set_password, unique_user},
-    neo4j_connection_yaml, secret_yaml,
+    neo4j_connection_yaml, only_latency_moved_materially, secret_yaml,
 };
-use dbconn_operator::{api::DatabaseConnection, latency::LatencyTracker};
+use dbconn_operator::api::DatabaseConnection;
 use kube::Api;
 use serde_json::Value;
 
@@ -56,31 +56,6 @@ async fn statuses(api: &Api<DatabaseConnection>) -> BTreeMap<String, Value> {
             )
         })
         .collect()
-}
-
-/// True when two statuses differ in the probe latency alone, by a move the operator is meant
-/// to record (three times and 50 ms apart), and in nothing else.
-fn only_latency_moved_materially(old: &Value, new: &Value) -> bool {
-    let figure = |status: &Value| {
-        let text = status["probe"]["latency"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        match text.strip_suffix("µs") {
-            Some(micros) => Duration::from_micros(micros.parse().unwrap()),
-            None => dbconn_operator::duration::parse(&text).unwrap(),
-        }
-    };
-    let mut tracker = LatencyTracker::default();
-    tracker.shown(old["probe"]["latency"].as_str());
-    let without_latency = |status: &Value| {
-        let mut status = status.clone();
-        status["probe"]["latency"] = Value::Null;
-        status
-    };
-    without_latency(old) == without_latency(new)
-        && figure(old) != figure(new)
-        && tracker.worth_recording(figure(new))
 }
 
 async fn ready_count(api: &Api<DatabaseConnection>) -> usize {

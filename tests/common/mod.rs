@@ -26,13 +26,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dbconn_operator::api::DatabaseConnection;
+use dbconn_operator::{api::DatabaseConnection, latency::LatencyTracker};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, Config,
     api::PostParams,
     config::{KubeConfigOptions, Kubeconfig},
 };
+use serde_json::Value;
 
 /// Where the environment's values come from: the process environment first, then the file that
 /// `testenv.sh up` writes.
@@ -655,6 +656,32 @@ fn condition<'a>(
 }
 
 /// The message of condition `type_`, or "" when it is absent.
+/// True when two statuses differ in the probe latency alone, by a move the operator is meant
+/// to record (`LatencyTracker` decides), and in nothing else: on a loaded machine a typical
+/// latency really can triple, and then its write is the one expected.
+pub fn only_latency_moved_materially(old: &Value, new: &Value) -> bool {
+    let figure = |status: &Value| {
+        let text = status["probe"]["latency"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        match text.strip_suffix("µs") {
+            Some(micros) => Duration::from_micros(micros.parse().unwrap()),
+            None => dbconn_operator::duration::parse(&text).unwrap(),
+        }
+    };
+    let mut tracker = LatencyTracker::default();
+    tracker.shown(old["probe"]["latency"].as_str());
+    let without_latency = |status: &Value| {
+        let mut status = status.clone();
+        status["probe"]["latency"] = Value::Null;
+        status
+    };
+    without_latency(old) == without_latency(new)
+        && figure(old) != figure(new)
+        && tracker.worth_recording(figure(new))
+}
+
 pub fn condition_message(obj: &DatabaseConnection, type_: &str) -> String {
     condition(obj, type_)
         .map(|c| c.message.clone())
