@@ -48,6 +48,14 @@ impl LatencyTracker {
         self.recorded = figure;
     }
 
+    /// The typical latency including a probe that had to open its connection first: that one
+    /// is not representative, so it counts only while nothing else is known, not even the
+    /// figure status shows (after a restart every probe is cold, and 50 connections opened at
+    /// once are slow ones: rewriting their status for that would be noise).
+    pub fn observe_cold(&mut self, latency: Duration) -> Duration {
+        self.median().or(self.recorded).unwrap_or(latency)
+    }
+
     /// Adds a probe's latency; returns the median of the recent ones.
     pub fn observe(&mut self, latency: Duration) -> Duration {
         if self.recent.len() == WINDOW {
@@ -176,6 +184,26 @@ mod tests {
             tracker.worth_recording(MS(2)),
             "a removed figure is written again"
         );
+    }
+
+    #[test]
+    fn a_cold_probe_does_not_enter_the_window() {
+        let mut tracker = LatencyTracker::default();
+        assert_eq!(
+            tracker.observe_cold(MS(300)),
+            MS(300),
+            "nothing else known yet"
+        );
+        tracker.observe(MS(2));
+        assert_eq!(tracker.observe_cold(MS(300)), MS(2));
+    }
+
+    #[test]
+    fn a_cold_probe_after_a_restart_keeps_the_figure_status_shows() {
+        let mut tracker = LatencyTracker::restored(Some("3ms"));
+        let typical = tracker.observe_cold(MS(240));
+        assert_eq!(typical, MS(3));
+        assert!(!tracker.worth_recording(typical));
     }
 
     #[test]

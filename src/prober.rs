@@ -144,7 +144,10 @@ async fn probe_until_news(start: Start, found: Arc<Mutex<Found>>) {
             let mut found = lock(&found);
             if found.latency.would_record(latency) {
                 // The reconcile records this probe (metric and tracker) as its own.
-                break News::Probed(Ok(Probed { latency }));
+                break News::Probed(Ok(Probed {
+                    latency,
+                    cold: false,
+                }));
             }
             found.latency.observe(latency);
         }
@@ -157,9 +160,11 @@ async fn probe_until_news(start: Start, found: Arc<Mutex<Found>>) {
     let _ = start.wake.unbounded_send(start.key);
 }
 
-/// A successful probe: its round trip on an open connection.
+/// A successful probe: its round trip, and whether it was the pool's first (which includes
+/// opening a connection, so it says little about the server's usual latency).
 pub struct Probed {
     pub latency: Duration,
+    pub cold: bool,
 }
 
 /// Runs one probe within `healthCheck.timeout`; returns its answer and round trip.

@@ -230,8 +230,8 @@ async fn a_healthy_connection_is_probed_without_status_writes() {
     h.apply(&manifest);
     h.wait("graph", "Ready", "True", None).await;
     // Steady state: wait until the status has stood for longer than a latency window (5
-    // probes, 1 s apart): the first figure is one ping's, and a freshly started Neo4j's pings
-    // move as its JIT warms up; that move is worth its write. Then watch.
+    // probes, 1 s apart): a freshly started Neo4j's latency moves as its JIT warms up, and
+    // that move is worth its write. Then watch.
     let api: Api<DatabaseConnection> = Api::namespaced(h.client.clone(), &h.ns);
     let mut before = api.get("graph").await.unwrap();
     for _ in 0..20 {

@@ -107,7 +107,7 @@ async fn a_restarted_operator_writes_no_status_for_healthy_connections() {
     .await;
     println!("operator A: {total} connections Ready in {all_ready:?}");
     // A restart meets connections that have been running, not ones just opened: let A settle
-    // (status shows the median of several probes, not the first one alone).
+    // (status shows the typical latency of its warm probes, not the first, cold one).
     let settled = eventually(
         &format!("A to probe each connection {SETTLED_PROBES} times"),
         async || {

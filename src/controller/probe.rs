@@ -71,24 +71,21 @@ pub async fn run(
     let entry = state.pool.as_mut().expect("pool was just ensured");
     let identify = entry.server.is_none();
     let attempt = async {
-        // A new pool's first call pays for opening the connection; its latency is a ping's
-        // on the open connection (`identify_then_ping`). Timing the opening too made each
-        // connection's first figure a slow one, corrected by a second status write later.
         if identify {
-            let (server, latency) = entry.pool.identify_then_ping().await?;
-            return Ok((Some(server), latency));
+            entry.pool.identify().await.map(Some)
+        } else {
+            entry.pool.ping().await.map(|()| None)
         }
-        let started = tokio::time::Instant::now();
-        entry.pool.ping().await?;
-        Ok((None, started.elapsed()))
     };
     let outcome = bounded(settings, credentials, attempt).await;
     entry.last_used = Instant::now();
-    let ((server, latency), _) = outcome?;
-    if server.is_some() {
+    let (server, latency) = outcome?;
+    // Only a new pool's first probe identifies the server; it paid for opening the connection.
+    let cold = server.is_some();
+    if cold {
         entry.server = server;
     }
-    Ok(Probed { latency })
+    Ok(Probed { latency, cold })
 }
 
 /// What a reconcile hears from the connection's prober.
@@ -184,7 +181,7 @@ impl Reconciliation<'_> {
         };
         // Scheduled after the status write: should it fail, the retry probes again, which is
         // cheap once logged in, and brings status up to date.
-        self.report_with_latency(&outcome, facts, probed.latency)
+        self.report_with_latency(&outcome, facts, probed.latency, probed.cold)
             .await?;
         if reloaded {
             self.announce_reload(credentials).await;
@@ -463,46 +460,6 @@ mod tests {
         assert!(
             state.latency.worth_recording(typical),
             "the reconcile finds it worth a status write, as the prober did"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_new_pools_latency_is_its_ping_not_the_opening_of_its_connection() {
-        /// Identifies in 300 ms (opening the connection), then answers pings in 2 ms.
-        struct Opening;
-
-        impl Pool for Opening {
-            fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>> {
-                tokio::time::sleep(MS(2)).map(Ok).boxed()
-            }
-
-            fn identify(&self) -> BoxFuture<'_, Result<ServerInfo, EngineError>> {
-                tokio::time::sleep(MS(300))
-                    .map(|()| Ok(ServerInfo::default()))
-                    .boxed()
-            }
-        }
-
-        let settings = fixtures::neo4j_settings();
-        let credentials = Credentials::default();
-        let now = std::time::Instant::now();
-        let mut state = ConnectionState {
-            pool: Some(PoolEntry {
-                pool: Arc::new(Opening),
-                built_from: pool_fingerprint(&settings, &credentials),
-                created: now,
-                last_used: now,
-                server: None,
-            }),
-            ..Default::default()
-        };
-        let probed = run(&mut state, &settings, &credentials)
-            .await
-            .expect("the probe succeeds");
-        assert_eq!(probed.latency, MS(2));
-        assert!(
-            state.pool.is_some_and(|entry| entry.server.is_some()),
-            "the server was identified"
         );
     }
 

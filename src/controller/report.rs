@@ -24,6 +24,7 @@ impl Reconciliation<'_> {
         outcome: &Outcome<'_>,
         facts: Facts,
         latency: Duration,
+        cold: bool,
     ) -> Result<(), Error> {
         let previous = self.obj.status.clone().unwrap_or_default();
         let without_latency = status::desired(
@@ -33,7 +34,11 @@ impl Reconciliation<'_> {
             self.obj.metadata.generation,
             Timestamp::now(),
         );
-        let typical = self.state.latency.observe(latency);
+        let typical = if cold {
+            self.state.latency.observe_cold(latency)
+        } else {
+            self.state.latency.observe(latency)
+        };
         let shown = previous.probe.as_ref().and_then(|p| p.latency.as_deref());
         self.state.latency.shown(shown);
         if without_latency == previous && !self.state.latency.worth_recording(typical) {

@@ -11,7 +11,7 @@ pub mod tls;
 
 use std::time::Duration;
 
-use futures::{FutureExt, future::BoxFuture};
+use futures::future::BoxFuture;
 
 pub use descriptor::{Descriptor, Reason};
 
@@ -74,19 +74,6 @@ pub trait Pool: Send + Sync {
     fn ping(&self) -> BoxFuture<'_, Result<(), EngineError>>;
     /// Asks the server what it is; run when a pool is new.
     fn identify(&self) -> BoxFuture<'_, Result<ServerInfo, EngineError>>;
-    /// A new pool's first probe: identifies the server, then times a ping on the connection
-    /// that opened, so the latency is a round trip like every later probe's, not the opening.
-    /// A driver that hands a connection back to its pool in the background overrides this to
-    /// ping on the connection it identified with: the ping would otherwise open a second one.
-    fn identify_then_ping(&self) -> BoxFuture<'_, Result<(ServerInfo, Duration), EngineError>> {
-        async move {
-            let server = self.identify().await?;
-            let started = tokio::time::Instant::now();
-            self.ping().await?;
-            Ok((server, started.elapsed()))
-        }
-        .boxed()
-    }
     /// Schema management, for engines that have it.
     fn schema(&self) -> Option<&dyn SchemaOps> {
         None

@@ -163,16 +163,6 @@ impl MysqlPool {
             }),
         }
     }
-
-    async fn identify_on(&self, conn: &mut mysql_async::Conn) -> Result<ServerInfo, EngineError> {
-        let row: Option<(String, String)> = conn
-            .query_first("SELECT VERSION(), @@version_comment")
-            .await
-            .map_err(|e| self.target.classify(e))?;
-        let (version, comment) = row
-            .ok_or_else(|| EngineError::QueryFailed("SELECT VERSION() returned no row".into()))?;
-        Ok(server_info(&version, &comment))
-    }
 }
 
 impl Pool for MysqlPool {
@@ -185,18 +175,16 @@ impl Pool for MysqlPool {
     }
 
     fn identify(&self) -> BoxFuture<'_, Result<ServerInfo, EngineError>> {
-        async move { self.identify_on(&mut self.conn().await?).await }.boxed()
-    }
-
-    /// On one connection: mysql_async hands a dropped connection back through its recycler
-    /// task, so a ping right after `identify` would find none idle and open a second session.
-    fn identify_then_ping(&self) -> BoxFuture<'_, Result<(ServerInfo, Duration), EngineError>> {
         async move {
             let mut conn = self.conn().await?;
-            let server = self.identify_on(&mut conn).await?;
-            let started = tokio::time::Instant::now();
-            conn.ping().await.map_err(|e| self.target.classify(e))?;
-            Ok((server, started.elapsed()))
+            let row: Option<(String, String)> = conn
+                .query_first("SELECT VERSION(), @@version_comment")
+                .await
+                .map_err(|e| self.target.classify(e))?;
+            let (version, comment) = row.ok_or_else(|| {
+                EngineError::QueryFailed("SELECT VERSION() returned no row".into())
+            })?;
+            Ok(server_info(&version, &comment))
         }
         .boxed()
     }
