@@ -37,10 +37,7 @@ impl LatencyTracker {
     /// Compares from now on against the figure status shows (e.g. `3ms`), whoever wrote it: a
     /// figure forged by another writer, or one whose write failed, is not mistaken for the truth.
     pub fn shown(&mut self, shown: Option<&str>) {
-        let figure = shown.and_then(|text| match text.strip_suffix("µs") {
-            Some(micros) => micros.parse().ok().map(Duration::from_micros),
-            None => crate::duration::parse(text).ok(),
-        });
+        let figure = shown.and_then(parse_figure);
         if figure != self.recorded {
             // Someone else's figure (or none): not the one carried over a restart.
             self.restored = false;
@@ -98,6 +95,14 @@ impl LatencyTracker {
         }
         let (recorded, typical) = (recorded.max(FAST), typical.max(FAST));
         recorded.max(typical) >= recorded.min(typical) * RATIO
+    }
+}
+
+/// Reads a figure as status shows it: `850µs`, or a duration `duration::parse` reads (`3ms`).
+pub fn parse_figure(text: &str) -> Option<Duration> {
+    match text.strip_suffix("µs") {
+        Some(micros) => micros.parse().ok().map(Duration::from_micros),
+        None => crate::duration::parse(text).ok(),
     }
 }
 

@@ -26,7 +26,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dbconn_operator::{api::DatabaseConnection, latency::LatencyTracker};
+use dbconn_operator::{
+    api::DatabaseConnection,
+    latency::{LatencyTracker, parse_figure},
+};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, Config,
@@ -655,20 +658,13 @@ fn condition<'a>(
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
 }
 
-/// The message of condition `type_`, or "" when it is absent.
 /// True when two statuses differ in the probe latency alone, by a move the operator is meant
 /// to record (`LatencyTracker` decides), and in nothing else: on a loaded machine a typical
 /// latency really can triple, and then its write is the one expected.
 pub fn only_latency_moved_materially(old: &Value, new: &Value) -> bool {
     let figure = |status: &Value| {
-        let text = status["probe"]["latency"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        match text.strip_suffix("µs") {
-            Some(micros) => Duration::from_micros(micros.parse().unwrap()),
-            None => dbconn_operator::duration::parse(&text).unwrap(),
-        }
+        let text = status["probe"]["latency"].as_str().unwrap_or_default();
+        parse_figure(text).unwrap_or_else(|| panic!("probe.latency {text:?} is not a figure"))
     };
     let mut tracker = LatencyTracker::default();
     tracker.shown(old["probe"]["latency"].as_str());
@@ -682,6 +678,7 @@ pub fn only_latency_moved_materially(old: &Value, new: &Value) -> bool {
         && tracker.worth_recording(figure(new))
 }
 
+/// The message of condition `type_`, or "" when it is absent.
 pub fn condition_message(obj: &DatabaseConnection, type_: &str) -> String {
     condition(obj, type_)
         .map(|c| c.message.clone())
